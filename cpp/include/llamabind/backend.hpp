@@ -1,0 +1,88 @@
+#pragma once
+
+// Process-wide state: backend initialisation, logging, versions and capabilities.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+
+namespace llamabind {
+
+// Initialises llama.cpp's backends exactly once per process (thread-safe). Every entry
+// point that needs it (model load, quantize, device listing) calls it; calling it again
+// is free.
+void ensure_backend();
+
+// Optional NUMA setup (llama_numa_init); only the first call has an effect.
+void numa_init(ggml_numa_strategy strategy);
+
+// Receives every log line of llama.cpp and ggml: level and text (with its newline).
+// It may be called from any thread, including llama.cpp's worker threads, and must not
+// throw. An empty function silences logging.
+using LogCallback = std::function<void(ggml_log_level level, const std::string & text)>;
+
+// Routes llama.cpp/ggml logging to `callback`. Until this is first called, log lines go to
+// stderr as in llama.cpp itself. Thread-safe.
+void set_log_callback(LogCallback callback);
+
+// Restores llama.cpp's own stderr logging.
+void reset_log_callback();
+
+// The most recent error-level log text emitted on the calling thread since the last
+// call to clear_last_error_log(); llama.cpp reports failure reasons this way, and
+// llamabind appends them to exception messages.
+std::string last_error_log();
+void clear_last_error_log();
+
+// Versions: of llamabind, of the llama.cpp it was built against (llama_version()), and the
+// pin string (package, sdist hash, upstream commit) recorded at build time.
+std::string version();
+std::string llama_cpp_version();
+std::string llama_cpp_pin();
+
+// llama_print_system_info(): the CPU features and backends compiled in and in use.
+std::string system_info();
+
+bool supports_mmap();
+bool supports_mlock();
+bool supports_gpu_offload();
+bool supports_rpc();
+std::size_t max_devices();
+std::size_t max_parallel_sequences();
+int64_t time_us();
+
+// One compute device known to ggml (CPU, GPU, accelerator).
+struct DeviceInfo {
+    std::string name;
+    std::string description;
+    std::string type;  // "cpu", "gpu", "igpu", "accel" or "meta"
+    std::size_t memory_free = 0;
+    std::size_t memory_total = 0;
+};
+
+std::vector<DeviceInfo> devices();
+
+// Names of llama.cpp's built-in chat templates (llama_chat_builtin_templates()).
+std::vector<std::string> builtin_chat_templates();
+
+struct ChatMessage {
+    std::string role;
+    std::string content;
+};
+
+// llama_chat_apply_template(): formats `messages` with a built-in template, given by
+// name ("chatml", "llama3", ...) or as the Jinja source of a template llama.cpp
+// recognises. Throws InvalidArgument when the template is not supported.
+std::string chat_apply_template(const std::string & tmpl, const std::vector<ChatMessage> & messages,
+                                bool add_assistant);
+
+// Split-file helpers: llama_split_path() and llama_split_prefix().
+std::string split_path(const std::string & prefix, int split_no, int split_count);
+std::string split_prefix(const std::string & path, int split_no, int split_count);
+
+}  // namespace llamabind

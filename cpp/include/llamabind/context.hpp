@@ -1,0 +1,214 @@
+#pragma once
+
+// Context: an inference context (KV cache, outputs, threads) over a Model.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "llama.h"
+
+namespace llamabind {
+
+class Batch;
+class LoraAdapter;
+class Model;
+
+// Everything in llama_context_params a binding user can set. Defaults are llama.cpp's own
+// (llama_context_default_params()).
+struct ContextParams {
+    ContextParams();
+
+    uint32_t n_ctx;           // 0 = the model's training context
+    uint32_t n_batch;         // most tokens one decode() may take
+    uint32_t n_ubatch;        // physical batch size
+    uint32_t n_seq_max;       // distinct sequences
+    uint32_t n_rs_seq;        // recurrent-state snapshots per sequence
+    int32_t n_threads;        // threads for generation
+    int32_t n_threads_batch;  // threads for prompt / batch processing
+    llama_rope_scaling_type rope_scaling_type;
+    enum llama_pooling_type pooling_type;
+    llama_attention_type attention_type;
+    llama_flash_attn_type flash_attn_type;
+    float rope_freq_base;
+    float rope_freq_scale;
+    float yarn_ext_factor;
+    float yarn_attn_factor;
+    float yarn_beta_fast;
+    float yarn_beta_slow;
+    uint32_t yarn_orig_ctx;
+    ggml_type type_k;
+    ggml_type type_v;
+    bool embeddings;
+    bool offload_kqv;
+    bool no_perf;
+    bool op_offload;
+    bool swa_full;
+    bool kv_unified;
+};
+
+// Releases one claim on a context's output buffer (see Context::acquire_outputs).
+class OutputLease {
+public:
+    OutputLease() = default;
+    OutputLease(std::shared_ptr<llama_context> handle, std::shared_ptr<std::atomic<int>> counter);
+    OutputLease(OutputLease &&) noexcept = default;
+    OutputLease & operator=(OutputLease &&) noexcept = default;
+    OutputLease(const OutputLease &) = delete;
+    OutputLease & operator=(const OutputLease &) = delete;
+    ~OutputLease();
+
+private:
+    std::shared_ptr<llama_context> handle_;
+    std::shared_ptr<std::atomic<int>> counter_;
+};
+
+class Context {
+public:
+    Context(std::shared_ptr<Model> model, const ContextParams & params = {});
+    ~Context();
+
+    Context(const Context &) = delete;
+    Context & operator=(const Context &) = delete;
+
+    // Frees the context (its memory goes once no output view holds it). Idempotent; every
+    // other method throws Closed afterwards. Waits for a decode running in another thread.
+    void close();
+    bool closed() const noexcept;
+
+    llama_context * get() const;
+    std::shared_ptr<llama_context> handle() const;
+    const std::shared_ptr<Model> & model() const noexcept { return model_; }
+
+    // Serialises use from several threads: every method below takes this lock.
+    std::mutex & mutex() noexcept { return mutex_; }
+
+    uint32_t n_ctx() const;
+    uint32_t n_ctx_seq() const;
+    uint32_t n_batch() const;
+    uint32_t n_ubatch() const;
+    uint32_t n_seq_max() const;
+    int32_t n_threads() const;
+    int32_t n_threads_batch() const;
+    int32_t n_vocab() const noexcept { return n_vocab_; }
+    int32_t n_embd() const noexcept { return n_embd_out_; }
+    enum llama_pooling_type pooling_type() const;
+    bool embeddings_enabled() const noexcept { return embeddings_; }
+
+    // Runs the model on a batch. Errors keep llama.cpp's codes apart: NoKvSlot (1),
+    // Aborted (2), InvalidBatch (-1), FatalDecodeError (< -1). The batch is checked first
+    // (token ids, sequence ids, size against n_batch) so llama.cpp never asserts on it. On
+    // abort or failure the cells the call added are removed again, so the context is as
+    // before the call.
+    void decode(const Batch & batch);
+    void encode(const Batch & batch);
+
+    // Number of output rows of the last decode/encode.
+    int32_t n_outputs() const noexcept { return n_outputs_; }
+
+    // Checks an index as llama_get_logits_ith takes it: a position in the last batch whose
+    // output flag was set, or a negative row counted from the last output. Returns it.
+    int32_t check_output_index(int32_t i, const char * where) const;
+
+    // Logits of the last decode: n_outputs() rows of n_vocab() floats, valid until the next
+    // decode. ith: row i (negative counts from the end). Throws OutOfRange for bad rows.
+    const float * logits() const;
+    const float * logits_ith(int32_t i) const;
+
+    // Embeddings of the last decode (needs embeddings enabled): per output row, and per
+    // sequence when pooling is on (copied, since llama.cpp rebuilds that storage per decode).
+    const float * embeddings() const;
+    const float * embeddings_ith(int32_t i) const;
+    std::vector<float> embeddings_seq(llama_seq_id seq_id) const;
+    int32_t n_embd_seq() const;  // length of embeddings_seq rows (n_cls_out for rank pooling)
+
+    // Claims the output buffer for a caller holding pointers into it (e.g. a numpy view).
+    // While any claim is alive, a decode that would make llama.cpp reallocate the buffer
+    // throws InvalidArgument instead of leaving those pointers dangling.
+    OutputLease acquire_outputs() const;
+    int live_output_leases() const noexcept { return leases_->load(); }
+
+    // KV memory.
+    void memory_clear(bool data = true);
+    bool seq_rm(llama_seq_id seq_id, llama_pos p0 = -1, llama_pos p1 = -1);
+    void seq_cp(llama_seq_id src, llama_seq_id dst, llama_pos p0 = -1, llama_pos p1 = -1);
+    void seq_keep(llama_seq_id seq_id);
+    void seq_add(llama_seq_id seq_id, llama_pos p0, llama_pos p1, llama_pos delta);
+    void seq_div(llama_seq_id seq_id, llama_pos p0, llama_pos p1, int d);
+    llama_pos seq_pos_min(llama_seq_id seq_id) const;
+    llama_pos seq_pos_max(llama_seq_id seq_id) const;
+    bool can_shift() const;
+
+    // State: whole context and per sequence, in memory and as files.
+    std::vector<uint8_t> state_get();
+    void state_set(const uint8_t * data, std::size_t size);
+    void state_save_file(const std::string & path, const std::vector<llama_token> & tokens);
+    std::vector<llama_token> state_load_file(const std::string & path, std::size_t token_capacity);
+    std::vector<uint8_t> state_seq_get(llama_seq_id seq_id, llama_state_seq_flags flags = 0);
+    void state_seq_set(const uint8_t * data, std::size_t size, llama_seq_id dest_seq_id,
+                       llama_state_seq_flags flags = 0);
+    void state_seq_save_file(const std::string & path, llama_seq_id seq_id,
+                             const std::vector<llama_token> & tokens);
+    std::vector<llama_token> state_seq_load_file(const std::string & path, llama_seq_id dest_seq_id,
+                                                 std::size_t token_capacity);
+
+    void set_threads(int32_t n_threads, int32_t n_threads_batch);
+    void set_embeddings(bool embeddings);
+    void set_causal_attn(bool causal);
+    bool causal_attn() const;
+
+    // Cancellation. cancel() may be called from any thread: the running (or next) decode
+    // stops at the next graph node and throws Aborted; the flag is then cleared. A check
+    // function, if set, is polled too (the Python layer uses it for Ctrl-C).
+    void cancel() noexcept { cancel_flag_.store(true, std::memory_order_relaxed); }
+    bool cancel_requested() const noexcept { return cancel_flag_.load(std::memory_order_relaxed); }
+    void clear_cancel() noexcept { cancel_flag_.store(false, std::memory_order_relaxed); }
+    void set_abort_check(std::function<bool()> check);
+
+    llama_perf_context_data perf() const;
+    void perf_reset();
+
+    // LoRA adapters with scales (replacing the current set), and control vectors.
+    void set_lora_adapters(const std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> & adapters);
+    void clear_lora_adapters();
+    void set_control_vector(const std::vector<float> & data, int32_t n_embd, int32_t il_start,
+                            int32_t il_end);
+    void clear_control_vector();
+
+    void synchronize();
+
+private:
+    static bool abort_trampoline(void * data);
+    void check_batch(const Batch & batch, const char * where) const;
+    void check_seq(llama_seq_id seq_id, const char * where, bool allow_negative) const;
+    std::size_t output_bytes_for(int64_t n_outputs) const;
+    void run(const Batch & batch, bool encode);
+    llama_context * require() const;
+
+    std::shared_ptr<Model> model_;
+    std::shared_ptr<llama_context> ctx_;
+    std::vector<std::shared_ptr<LoraAdapter>> adapters_;
+    mutable std::mutex mutex_;
+    std::atomic<bool> cancel_flag_{false};
+    std::function<bool()> abort_check_;
+    std::shared_ptr<std::atomic<int>> leases_;
+
+    int32_t n_vocab_ = 0;
+    int32_t n_embd_out_ = 0;
+    uint32_t n_seq_max_ = 1;
+    uint32_t n_batch_ = 0;
+    uint32_t n_ubatch_ = 0;
+    bool embeddings_ = false;
+    bool causal_ = true;
+    int32_t n_outputs_ = 0;
+    std::vector<int8_t> last_output_flags_;
+    std::size_t output_capacity_bytes_ = 0;
+};
+
+}  // namespace llamabind

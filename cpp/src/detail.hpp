@@ -1,0 +1,29 @@
+#pragma once
+
+// Helpers shared by the implementation files; not part of the public headers.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "llama.h"
+#include "llamabind/model.hpp"
+
+namespace llamabind::detail {
+
+// llama_model_kv_override array ending with an empty key; empty when there are none.
+std::vector<llama_model_kv_override> make_kv_overrides(const std::vector<KvOverride> & overrides, const char * where);
+
+// Throws FileNotFound / PermissionDenied / ModelLoadError unless `path` is a readable file
+// (and, when asked, starts with the GGUF magic number).
+void check_readable_file(const std::string & path, const char * where, bool check_gguf_magic);
+
+// Appends llama.cpp's most recent error log line (this thread) to `message`.
+std::string with_reason(std::string message);
+
+// Calls a llama.cpp "write into buf, return the length" function, growing the buffer.
+std::string read_meta_string(const std::function<int32_t(char *, std::size_t)> & read);
+
+}  // namespace llamabind::detail

@@ -1,0 +1,81 @@
+#include "llamabind/lora.hpp"
+
+#include <atomic>
+
+#include "detail.hpp"
+#include "llamabind/backend.hpp"
+#include "llamabind/errors.hpp"
+#include "llamabind/model.hpp"
+
+namespace llamabind {
+
+std::shared_ptr<LoraAdapter> LoraAdapter::load(const std::shared_ptr<Model> & model, const std::string & path) {
+    if (!model) {
+        throw InvalidArgument("[LoraAdapter.load] model is None");
+    }
+    std::shared_ptr<llama_model> model_handle = model->handle();
+    detail::check_readable_file(path, "LoraAdapter.load", true);
+    clear_last_error_log();
+    llama_adapter_lora * raw = llama_adapter_lora_init(model_handle.get(), path.c_str());
+    if (raw == nullptr) {
+        throw AdapterError(detail::with_reason("[LoraAdapter.load] failed to load adapter '" + path + "'"));
+    }
+    // Freed before the model it belongs to: the deleter holds the model.
+    std::shared_ptr<llama_adapter_lora> handle(raw, [model_handle](llama_adapter_lora * a) { llama_adapter_lora_free(a); });
+    return std::make_shared<LoraAdapter>(std::move(handle), path);
+}
+
+LoraAdapter::LoraAdapter(std::shared_ptr<llama_adapter_lora> handle, std::string path)
+    : handle_(std::move(handle)), path_(std::move(path)) {}
+
+void LoraAdapter::close() noexcept { std::atomic_store(&handle_, std::shared_ptr<llama_adapter_lora>()); }
+
+bool LoraAdapter::closed() const noexcept { return !std::atomic_load(&handle_); }
+
+std::shared_ptr<llama_adapter_lora> LoraAdapter::handle() const {
+    auto h = std::atomic_load(&handle_);
+    if (!h) {
+        throw Closed("[LoraAdapter] the adapter is closed");
+    }
+    return h;
+}
+
+std::map<std::string, std::string> LoraAdapter::metadata() const {
+    auto h = handle();
+    std::map<std::string, std::string> out;
+    const int32_t n = llama_adapter_meta_count(h.get());
+    for (int32_t i = 0; i < n; ++i) {
+        std::string key = detail::read_meta_string(
+            [&](char * buf, std::size_t size) { return llama_adapter_meta_key_by_index(h.get(), i, buf, size); });
+        std::string val = detail::read_meta_string(
+            [&](char * buf, std::size_t size) { return llama_adapter_meta_val_str_by_index(h.get(), i, buf, size); });
+        out.emplace(std::move(key), std::move(val));
+    }
+    return out;
+}
+
+std::optional<std::string> LoraAdapter::meta_val(const std::string & key) const {
+    auto h = handle();
+    bool found = true;
+    std::string val = detail::read_meta_string([&](char * buf, std::size_t size) {
+        const int32_t n = llama_adapter_meta_val_str(h.get(), key.c_str(), buf, size);
+        found = n >= 0;
+        return n;
+    });
+    if (!found) {
+        return std::nullopt;
+    }
+    return val;
+}
+
+std::vector<llama_token> LoraAdapter::alora_invocation_tokens() const {
+    auto h = handle();
+    const uint64_t n = llama_adapter_get_alora_n_invocation_tokens(h.get());
+    const llama_token * tokens = llama_adapter_get_alora_invocation_tokens(h.get());
+    if (n == 0 || tokens == nullptr) {
+        return {};
+    }
+    return std::vector<llama_token>(tokens, tokens + n);
+}
+
+}  // namespace llamabind

@@ -1,0 +1,392 @@
+#include "llamabind/sampler.hpp"
+
+#include <mutex>
+
+#include "detail.hpp"
+#include "llamabind/backend.hpp"
+#include "llamabind/context.hpp"
+#include "llamabind/errors.hpp"
+#include "llamabind/vocab.hpp"
+
+namespace llamabind {
+
+namespace {
+
+// llama_sampler_i over a CustomSampler owned through the sampler's ctx pointer.
+CustomSampler * custom_of(const llama_sampler * s) { return static_cast<CustomSampler *>(s->ctx); }
+
+const char * custom_name(const llama_sampler * s) {
+    // llama.cpp only prints the name; a stable pointer is all it needs.
+    thread_local std::string name;
+    name = custom_of(s)->name();
+    return name.c_str();
+}
+
+void custom_accept(llama_sampler * s, llama_token token) { custom_of(s)->accept(token); }
+void custom_apply(llama_sampler * s, llama_token_data_array * cur_p) { custom_of(s)->apply(*cur_p); }
+void custom_reset(llama_sampler * s) { custom_of(s)->reset(); }
+llama_sampler * custom_clone(const llama_sampler * s);
+void custom_free(llama_sampler * s) { delete custom_of(s); }
+
+llama_sampler_i make_custom_iface() {
+    llama_sampler_i iface{};
+    iface.name = custom_name;
+    iface.accept = custom_accept;
+    iface.apply = custom_apply;
+    iface.reset = custom_reset;
+    iface.clone = custom_clone;
+    iface.free = custom_free;
+    return iface;
+}
+
+llama_sampler_i g_custom_iface = make_custom_iface();
+
+llama_sampler * custom_clone(const llama_sampler * s) {
+    std::unique_ptr<CustomSampler> copy = custom_of(s)->clone();
+    if (!copy) {
+        return nullptr;
+    }
+    return llama_sampler_init(&g_custom_iface, copy.release());
+}
+
+}  // namespace
+
+SamplerChain::SamplerChain(bool no_perf) {
+    llama_sampler_chain_params params = llama_sampler_chain_default_params();
+    params.no_perf = no_perf;
+    chain_.reset(llama_sampler_chain_init(params));
+    if (!chain_) {
+        throw Error("[SamplerChain] llama_sampler_chain_init failed");
+    }
+}
+
+void SamplerChain::close() noexcept {
+    chain_.reset();
+    models_.clear();
+}
+
+llama_sampler * SamplerChain::get() const {
+    if (!chain_) {
+        throw Closed("[SamplerChain] the sampler chain is closed");
+    }
+    return chain_.get();
+}
+
+void SamplerChain::add_owned(llama_sampler * sampler, const char * what) {
+    llama_sampler * chain = get();
+    if (sampler == nullptr) {
+        throw InvalidArgument(detail::with_reason(std::string("[SamplerChain.") + what + "] llama.cpp refused the parameters"));
+    }
+    llama_sampler_chain_add(chain, sampler);
+}
+
+void SamplerChain::keep_alive(const Vocab & vocab) {
+    // Vocab holds its model; remembering the model here keeps vocab-reading samplers valid.
+    models_.push_back(vocab.model_handle());
+    if (vocab_limit_ < 0 || vocab.n_tokens() < vocab_limit_) {
+        vocab_limit_ = vocab.n_tokens();
+    }
+}
+
+namespace {
+
+void check_prob(float p, const char * what) {
+    if (!(p >= 0.0f && p <= 1.0f)) {
+        throw InvalidArgument(std::string("[SamplerChain.") + what + "] p must be in [0, 1], got " + std::to_string(p));
+    }
+}
+
+void check_n_vocab(int32_t n_vocab, const char * what) {
+    if (n_vocab <= 0) {
+        throw InvalidArgument(std::string("[SamplerChain.") + what + "] n_vocab must be > 0");
+    }
+}
+
+}  // namespace
+
+SamplerChain & SamplerChain::add_greedy() {
+    add_owned(llama_sampler_init_greedy(), "add_greedy");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_dist(uint32_t seed) {
+    add_owned(llama_sampler_init_dist(seed), "add_dist");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_top_k(int32_t k) {
+    add_owned(llama_sampler_init_top_k(k), "add_top_k");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_top_p(float p, std::size_t min_keep) {
+    check_prob(p, "add_top_p");
+    add_owned(llama_sampler_init_top_p(p, min_keep), "add_top_p");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_min_p(float p, std::size_t min_keep) {
+    check_prob(p, "add_min_p");
+    add_owned(llama_sampler_init_min_p(p, min_keep), "add_min_p");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_typical(float p, std::size_t min_keep) {
+    check_prob(p, "add_typical");
+    add_owned(llama_sampler_init_typical(p, min_keep), "add_typical");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_temp(float t) {
+    add_owned(llama_sampler_init_temp(t), "add_temp");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_temp_ext(float t, float delta, float exponent) {
+    add_owned(llama_sampler_init_temp_ext(t, delta, exponent), "add_temp_ext");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_xtc(float p, float t, std::size_t min_keep, uint32_t seed) {
+    check_prob(p, "add_xtc");
+    add_owned(llama_sampler_init_xtc(p, t, min_keep, seed), "add_xtc");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_top_n_sigma(float n) {
+    add_owned(llama_sampler_init_top_n_sigma(n), "add_top_n_sigma");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_mirostat(int32_t n_vocab, uint32_t seed, float tau, float eta, int32_t m) {
+    check_n_vocab(n_vocab, "add_mirostat");
+    if (m <= 0) {
+        throw InvalidArgument("[SamplerChain.add_mirostat] m must be > 0");
+    }
+    add_owned(llama_sampler_init_mirostat(n_vocab, seed, tau, eta, m), "add_mirostat");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_mirostat_v2(uint32_t seed, float tau, float eta) {
+    add_owned(llama_sampler_init_mirostat_v2(seed, tau, eta), "add_mirostat_v2");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_grammar(const Vocab & vocab, const std::string & grammar, const std::string & root) {
+    get();
+    clear_last_error_log();
+    llama_sampler * s = llama_sampler_init_grammar(vocab.get(), grammar.c_str(), root.c_str());
+    if (s == nullptr) {
+        throw GrammarError(detail::with_reason("[SamplerChain.add_grammar] invalid grammar"));
+    }
+    llama_sampler_chain_add(chain_.get(), s);
+    keep_alive(vocab);
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_grammar_lazy(const Vocab & vocab, const std::string & grammar, const std::string & root,
+                                              const std::vector<std::string> & trigger_patterns,
+                                              const std::vector<llama_token> & trigger_tokens) {
+    get();
+    vocab.check_tokens(trigger_tokens.data(), trigger_tokens.size(), "SamplerChain.add_grammar_lazy");
+    std::vector<const char *> patterns;
+    for (const auto & p : trigger_patterns) {
+        patterns.push_back(p.c_str());
+    }
+    clear_last_error_log();
+    llama_sampler * s = llama_sampler_init_grammar_lazy_patterns(vocab.get(), grammar.c_str(), root.c_str(),
+                                                                 patterns.data(), patterns.size(),
+                                                                 trigger_tokens.data(), trigger_tokens.size());
+    if (s == nullptr) {
+        throw GrammarError(detail::with_reason("[SamplerChain.add_grammar_lazy] invalid grammar or trigger pattern"));
+    }
+    llama_sampler_chain_add(chain_.get(), s);
+    keep_alive(vocab);
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_penalties(int32_t n_vocab, int32_t last_n, float repeat, float freq, float present) {
+    check_n_vocab(n_vocab, "add_penalties");
+    if (last_n < -1) {
+        throw InvalidArgument("[SamplerChain.add_penalties] last_n must be >= -1");
+    }
+    if (!(repeat > 0.0f)) {
+        throw InvalidArgument("[SamplerChain.add_penalties] repeat penalty must be > 0 (1.0 disables it)");
+    }
+    add_owned(llama_sampler_init_penalties(n_vocab, last_n, repeat, freq, present), "add_penalties");
+    if (vocab_limit_ < 0 || n_vocab < vocab_limit_) {
+        vocab_limit_ = n_vocab;
+    }
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_dry(const Vocab & vocab, float multiplier, float base, int32_t allowed_length,
+                                     int32_t penalty_last_n, const std::vector<std::string> & seq_breakers) {
+    get();
+    std::vector<const char *> breakers;
+    for (const auto & b : seq_breakers) {
+        breakers.push_back(b.c_str());
+    }
+    add_owned(llama_sampler_init_dry(vocab.get(), multiplier, base, allowed_length, penalty_last_n, breakers.data(),
+                                     breakers.size()),
+              "add_dry");
+    keep_alive(vocab);
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_adaptive_p(float target, float decay, uint32_t seed) {
+    if (!(decay >= 0.0f && decay <= 0.99f)) {
+        throw InvalidArgument("[SamplerChain.add_adaptive_p] decay must be in [0, 0.99]");
+    }
+    add_owned(llama_sampler_init_adaptive_p(target, decay, seed), "add_adaptive_p");
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_logit_bias(int32_t n_vocab, const std::vector<std::pair<llama_token, float>> & biases) {
+    check_n_vocab(n_vocab, "add_logit_bias");
+    std::vector<llama_logit_bias> raw;
+    raw.reserve(biases.size());
+    for (const auto & [token, bias] : biases) {
+        if (token < 0 || token >= n_vocab) {
+            throw OutOfRange("[SamplerChain.add_logit_bias] token " + std::to_string(token) +
+                             " is outside the vocabulary (n_vocab=" + std::to_string(n_vocab) + ")");
+        }
+        raw.push_back({token, bias});
+    }
+    add_owned(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(raw.size()), raw.data()), "add_logit_bias");
+    if (vocab_limit_ < 0 || n_vocab < vocab_limit_) {
+        vocab_limit_ = n_vocab;
+    }
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_infill(const Vocab & vocab) {
+    get();
+    add_owned(llama_sampler_init_infill(vocab.get()), "add_infill");
+    keep_alive(vocab);
+    return *this;
+}
+
+SamplerChain & SamplerChain::add_custom(std::unique_ptr<CustomSampler> sampler) {
+    llama_sampler * chain = get();
+    if (!sampler) {
+        throw InvalidArgument("[SamplerChain.add_custom] sampler is null");
+    }
+    llama_sampler * s = llama_sampler_init(&g_custom_iface, sampler.release());
+    llama_sampler_chain_add(chain, s);
+    return *this;
+}
+
+int32_t SamplerChain::size() const { return llama_sampler_chain_n(get()); }
+
+std::string SamplerChain::name(int32_t i) const {
+    llama_sampler * chain = get();
+    if (i < 0 || i >= llama_sampler_chain_n(chain)) {
+        throw OutOfRange("[SamplerChain.name] index " + std::to_string(i) + " is outside the chain of " +
+                         std::to_string(llama_sampler_chain_n(chain)));
+    }
+    const char * n = llama_sampler_name(llama_sampler_chain_get(chain, i));
+    return n ? n : "";
+}
+
+std::vector<std::string> SamplerChain::names() const {
+    std::vector<std::string> out;
+    for (int32_t i = 0; i < size(); ++i) {
+        out.push_back(name(i));
+    }
+    return out;
+}
+
+void SamplerChain::remove(int32_t i) {
+    llama_sampler * chain = get();
+    if (i < 0 || i >= llama_sampler_chain_n(chain)) {
+        throw OutOfRange("[SamplerChain.remove] index " + std::to_string(i) + " is outside the chain of " +
+                         std::to_string(llama_sampler_chain_n(chain)));
+    }
+    llama_sampler_free(llama_sampler_chain_remove(chain, i));
+}
+
+llama_token SamplerChain::sample(Context & ctx, int32_t idx) {
+    std::lock_guard<std::mutex> lock(ctx.mutex());
+    return sample_locked(ctx, idx);
+}
+
+llama_token SamplerChain::sample_locked(Context & ctx, int32_t idx) {
+    llama_sampler * chain = get();
+    llama_context * lctx = ctx.get();
+    ctx.check_output_index(idx, "SamplerChain.sample");
+    if (llama_sampler_chain_n(chain) == 0) {
+        throw InvalidArgument("[SamplerChain.sample] the chain is empty; add a sampler that selects a token "
+                              "(greedy, dist, mirostat, ...)");
+    }
+    const float * logits = llama_get_logits_ith(lctx, idx);
+    if (logits == nullptr) {
+        throw OutOfRange(detail::with_reason("[SamplerChain.sample] no logits for index " + std::to_string(idx)));
+    }
+    const int32_t n_vocab = ctx.n_vocab();
+    candidates_.resize(static_cast<std::size_t>(n_vocab));
+    for (llama_token t = 0; t < n_vocab; ++t) {
+        candidates_[static_cast<std::size_t>(t)] = llama_token_data{t, logits[t], 0.0f};
+    }
+    llama_token_data_array cur{candidates_.data(), candidates_.size(), -1, false};
+    llama_sampler_apply(chain, &cur);
+    if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size)) {
+        throw InvalidArgument("[SamplerChain.sample] the chain selected no token; it must end with a sampler that "
+                              "selects one (greedy, dist, mirostat, ...)" +
+                              std::string(cur.size == 0 ? " (every candidate was removed)" : ""));
+    }
+    const llama_token token = cur.data[cur.selected].id;
+    llama_sampler_accept(chain, token);
+    return token;
+}
+
+void SamplerChain::accept(llama_token token) {
+    llama_sampler * chain = get();
+    if (token < 0 || (vocab_limit_ >= 0 && token >= vocab_limit_)) {
+        throw OutOfRange("[SamplerChain.accept] token " + std::to_string(token) + " is outside the vocabulary" +
+                         (vocab_limit_ >= 0 ? " (n_vocab=" + std::to_string(vocab_limit_) + ")" : std::string()));
+    }
+    llama_sampler_accept(chain, token);
+}
+
+void SamplerChain::apply(llama_token_data_array & candidates) {
+    llama_sampler * chain = get();
+    for (std::size_t i = 0; i < candidates.size; ++i) {
+        const llama_token t = candidates.data[i].id;
+        if (t < 0 || (vocab_limit_ >= 0 && t >= vocab_limit_)) {
+            throw OutOfRange("[SamplerChain.apply] candidate " + std::to_string(i) + " has token id " +
+                             std::to_string(t) + " outside the vocabulary");
+        }
+    }
+    llama_sampler_apply(chain, &candidates);
+}
+
+void SamplerChain::reset() { llama_sampler_reset(get()); }
+
+SamplerChain SamplerChain::clone() const {
+    llama_sampler * chain = get();
+    for (int32_t i = 0; i < llama_sampler_chain_n(chain); ++i) {
+        const llama_sampler * s = llama_sampler_chain_get(chain, i);
+        if (s->iface == &g_custom_iface && !custom_of(s)->clone()) {
+            throw InvalidArgument("[SamplerChain.clone] custom sampler '" + custom_of(s)->name() +
+                                  "' cannot be cloned");
+        }
+    }
+    llama_sampler * copy = llama_sampler_clone(chain);
+    if (copy == nullptr) {
+        throw Error("[SamplerChain.clone] llama_sampler_clone failed");
+    }
+    SamplerChain out(true);
+    out.chain_.reset(copy);
+    out.models_ = models_;
+    out.vocab_limit_ = vocab_limit_;
+    return out;
+}
+
+uint32_t SamplerChain::seed() const { return llama_sampler_get_seed(get()); }
+
+llama_perf_sampler_data SamplerChain::perf() const { return llama_perf_sampler(get()); }
+
+void SamplerChain::perf_reset() { llama_perf_sampler_reset(get()); }
+
+}  // namespace llamabind
