@@ -186,13 +186,8 @@ bool Context::abort_trampoline(void * data) {
     if (self->cancel_flag_.load(std::memory_order_relaxed)) {
         return true;
     }
-    // abort_check_ is only replaced under the context mutex, which decode holds.
-    return self->abort_check_ && self->abort_check_();
-}
-
-void Context::set_abort_check(std::function<bool()> check) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    abort_check_ = std::move(check);
+    const std::atomic<bool> * stop = self->stop_.load(std::memory_order_relaxed);
+    return stop != nullptr && stop->load(std::memory_order_relaxed);
 }
 
 std::size_t Context::output_bytes_for(int64_t n_outputs) const {
@@ -257,9 +252,13 @@ void Context::check_batch(const Batch & batch, const char * where) const {
     }
 }
 
-void Context::run(const Batch & batch, bool encode) {
-    const char * where = encode ? "Context.encode" : "Context.decode";
+void Context::run(const Batch & batch, bool encode, const std::atomic<bool> * stop) {
     std::lock_guard<std::mutex> lock(mutex_);
+    run_locked(batch, encode, stop);
+}
+
+void Context::run_locked(const Batch & batch, bool encode, const std::atomic<bool> * stop) {
+    const char * where = encode ? "Context.encode" : "Context.decode";
     llama_context * ctx = require();
     check_batch(batch, where);
 
@@ -290,7 +289,9 @@ void Context::run(const Batch & batch, bool encode) {
 
     clear_last_error_log();
     n_outputs_ = 0;
+    stop_.store(stop, std::memory_order_relaxed);
     const int32_t rc = encode ? llama_encode(ctx, b) : llama_decode(ctx, b);
+    stop_.store(nullptr, std::memory_order_relaxed);
     if (rc == 0) {
         n_outputs_ = n_out;
         output_capacity_bytes_ = std::max(output_capacity_bytes_, needed);
@@ -331,15 +332,52 @@ void Context::run(const Batch & batch, bool encode) {
                            rc);
 }
 
-void Context::decode(const Batch & batch) { run(batch, false); }
+void Context::decode(const Batch & batch, const std::atomic<bool> * stop) { run(batch, false, stop); }
 
-void Context::encode(const Batch & batch) {
+void Context::encode(const Batch & batch, const std::atomic<bool> * stop) {
     if (!llama_model_has_encoder(llama_get_model(require())) && causal_) {
         // llama_encode on a decoder-only model with causal attention is meaningless.
         throw InvalidArgument("[Context.encode] the model has no encoder; use decode (or set causal_attn=False "
                               "for embedding models)");
     }
-    run(batch, true);
+    run(batch, true, stop);
+}
+
+void Context::decode_tokens(const llama_token * tokens, std::size_t n, llama_pos pos0, llama_seq_id seq_id,
+                            bool all_logits, const std::atomic<bool> * stop) {
+    if (n == 0) {
+        throw InvalidArgument("[Context.decode_tokens] no tokens given");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    require();
+    const std::size_t chunk = n_batch_;
+    if (all_logits && n > chunk) {
+        throw InvalidArgument("[Context.decode_tokens] all_logits needs the tokens in one batch: " + std::to_string(n) +
+                              " tokens > n_batch=" + std::to_string(n_batch_));
+    }
+    if (!scratch_) {
+        scratch_ = std::make_unique<Batch>(static_cast<int32_t>(n_batch_));
+    }
+    for (std::size_t start = 0; start < n; start += chunk) {
+        const std::size_t count = std::min(chunk, n - start);
+        const bool last = start + count == n;
+        scratch_->clear();
+        scratch_->add_sequence(tokens + start, static_cast<int32_t>(count), pos0 + static_cast<llama_pos>(start), seq_id,
+                               all_logits);
+        if (!last) {
+            // Intermediate chunks need no outputs; skipping them saves a logits row each.
+            scratch_->logits()[count - 1] = 0;
+        }
+        try {
+            run_locked(*scratch_, false, stop);
+        } catch (const DecodeError &) {
+            // Earlier chunks succeeded; take them out too so the call leaves no trace.
+            if (start > 0) {
+                llama_memory_seq_rm(llama_get_memory(ctx_.get()), seq_id, pos0, -1);
+            }
+            throw;
+        }
+    }
 }
 
 int32_t Context::check_output_index(int32_t i, const char * where) const {

@@ -63,6 +63,7 @@ SamplerChain::SamplerChain(bool no_perf) {
 void SamplerChain::close() noexcept {
     chain_.reset();
     models_.clear();
+    n_custom_ = 0;
 }
 
 llama_sampler * SamplerChain::get() const {
@@ -274,6 +275,7 @@ SamplerChain & SamplerChain::add_custom(std::unique_ptr<CustomSampler> sampler) 
     }
     llama_sampler * s = llama_sampler_init(&g_custom_iface, sampler.release());
     llama_sampler_chain_add(chain, s);
+    ++n_custom_;
     return *this;
 }
 
@@ -303,7 +305,11 @@ void SamplerChain::remove(int32_t i) {
         throw OutOfRange("[SamplerChain.remove] index " + std::to_string(i) + " is outside the chain of " +
                          std::to_string(llama_sampler_chain_n(chain)));
     }
-    llama_sampler_free(llama_sampler_chain_remove(chain, i));
+    llama_sampler * removed = llama_sampler_chain_remove(chain, i);
+    if (removed->iface == &g_custom_iface) {
+        --n_custom_;
+    }
+    llama_sampler_free(removed);
 }
 
 llama_token SamplerChain::sample(Context & ctx, int32_t idx) {
@@ -380,6 +386,7 @@ SamplerChain SamplerChain::clone() const {
     out.chain_.reset(copy);
     out.models_ = models_;
     out.vocab_limit_ = vocab_limit_;
+    out.n_custom_ = n_custom_;
     return out;
 }
 

@@ -105,9 +105,15 @@ public:
     // Aborted (2), InvalidBatch (-1), FatalDecodeError (< -1). The batch is checked first
     // (token ids, sequence ids, size against n_batch) so llama.cpp never asserts on it. On
     // abort or failure the cells the call added are removed again, so the context is as
-    // before the call.
-    void decode(const Batch & batch);
-    void encode(const Batch & batch);
+    // before the call. `stop`, if given, is polled like cancel() for this call only.
+    void decode(const Batch & batch, const std::atomic<bool> * stop = nullptr);
+    void encode(const Batch & batch, const std::atomic<bool> * stop = nullptr);
+
+    // Decodes n tokens of one sequence at positions pos0, pos0+1, ..., in chunks of at most
+    // n_batch. Logits are requested for the last token, or for every token when all_logits
+    // (then the tokens must fit in one batch, since each chunk replaces the outputs).
+    void decode_tokens(const llama_token * tokens, std::size_t n, llama_pos pos0, llama_seq_id seq_id = 0,
+                       bool all_logits = false, const std::atomic<bool> * stop = nullptr);
 
     // Number of output rows of the last decode/encode.
     int32_t n_outputs() const noexcept { return n_outputs_; }
@@ -164,12 +170,10 @@ public:
     bool causal_attn() const;
 
     // Cancellation. cancel() may be called from any thread: the running (or next) decode
-    // stops at the next graph node and throws Aborted; the flag is then cleared. A check
-    // function, if set, is polled too (the Python layer uses it for Ctrl-C).
+    // stops at the next graph node and throws Aborted; the flag is then cleared.
     void cancel() noexcept { cancel_flag_.store(true, std::memory_order_relaxed); }
     bool cancel_requested() const noexcept { return cancel_flag_.load(std::memory_order_relaxed); }
     void clear_cancel() noexcept { cancel_flag_.store(false, std::memory_order_relaxed); }
-    void set_abort_check(std::function<bool()> check);
 
     llama_perf_context_data perf() const;
     void perf_reset();
@@ -188,15 +192,17 @@ private:
     void check_batch(const Batch & batch, const char * where) const;
     void check_seq(llama_seq_id seq_id, const char * where, bool allow_negative) const;
     std::size_t output_bytes_for(int64_t n_outputs) const;
-    void run(const Batch & batch, bool encode);
+    void run(const Batch & batch, bool encode, const std::atomic<bool> * stop);
+    void run_locked(const Batch & batch, bool encode, const std::atomic<bool> * stop);
     llama_context * require() const;
 
     std::shared_ptr<Model> model_;
     std::shared_ptr<llama_context> ctx_;
     std::vector<std::shared_ptr<LoraAdapter>> adapters_;
+    std::unique_ptr<Batch> scratch_;  // reused by decode_tokens
     mutable std::mutex mutex_;
     std::atomic<bool> cancel_flag_{false};
-    std::function<bool()> abort_check_;
+    std::atomic<const std::atomic<bool> *> stop_{nullptr};
     std::shared_ptr<std::atomic<int>> leases_;
 
     int32_t n_vocab_ = 0;

@@ -66,6 +66,9 @@ public:
     SamplerChain & add_infill(const Vocab & vocab);
     SamplerChain & add_custom(std::unique_ptr<CustomSampler> sampler);
 
+    // Whether a CustomSampler is in the chain (bindings keep the GIL while sampling then).
+    bool has_custom() const noexcept { return n_custom_ > 0; }
+
     int32_t size() const;
     std::string name(int32_t i) const;
     std::vector<std::string> names() const;
@@ -102,6 +105,7 @@ private:
     std::vector<std::shared_ptr<llama_model>> models_;
     int32_t vocab_limit_ = -1;  // smallest n_vocab seen, to check accepted tokens
     std::vector<llama_token_data> candidates_;  // reused by sample()
+    int32_t n_custom_ = 0;
 };
 
 }  // namespace llamabind

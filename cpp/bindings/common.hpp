@@ -1,0 +1,101 @@
+#pragma once
+
+// Shared by the binding files: init functions, GIL/interrupt helpers, byte/str conversion.
+
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+#include <type_traits>
+
+namespace py = pybind11;
+
+namespace llamabind::bindings {
+
+// One per concept, called in dependency order by module.cpp.
+void init_errors(py::module_ & m);
+void init_enums(py::module_ & m);
+void init_backend(py::module_ & m);
+void init_model(py::module_ & m);
+void init_vocab(py::module_ & m);
+void init_batch(py::module_ & m);
+void init_context(py::module_ & m);
+void init_sampler(py::module_ & m);
+void init_lora(py::module_ & m);
+
+// Decodes bytes from llama.cpp as UTF-8, replacing invalid sequences (token texts and
+// metadata come from untrusted files).
+py::str to_str(const std::string & s);
+
+// Accepts str (encoded as UTF-8) or bytes-like objects.
+std::string to_bytes(const py::handle & obj, const char * what);
+
+// os.fspath(obj) as a str: accepts str, bytes and os.PathLike.
+std::string path_str(const py::handle & obj);
+
+// A sequence or 1-D integer array of token ids as int32s. Raises TypeError for non-integers
+// and OverflowError for values outside int32 (range against a vocabulary is checked later).
+std::vector<int32_t> to_tokens(const py::handle & obj, const char * what);
+
+// Emits log lines queued while the GIL was released. Call with the GIL held.
+void flush_logs();
+
+// Ctrl-C during a native call that runs with the GIL released. Construct with the GIL held
+// before the call: on the main thread it chains a SIGINT handler in front of Python's, so
+// the signal both reaches Python (as usual) and sets a flag that abort callbacks poll.
+class InterruptScope {
+public:
+    InterruptScope();
+    ~InterruptScope();
+    InterruptScope(const InterruptScope &) = delete;
+    InterruptScope & operator=(const InterruptScope &) = delete;
+
+    // True once SIGINT arrived during this scope (safe from any thread).
+    bool interrupted() const noexcept;
+    // The flag to hand to Context::decode as its stop flag; null off the main thread.
+    const std::atomic<bool> * flag() const noexcept;
+    // After an abort caused by SIGINT: runs Python's signal handlers (raising
+    // KeyboardInterrupt as error_already_set). Call with the GIL held.
+    void raise_if_interrupted() const;
+
+private:
+    bool installed_ = false;
+};
+
+// Called once from module.cpp.
+void install_logging();
+void init_interrupts();
+
+// Runs `fn` with the GIL released inside an InterruptScope and flushes queued log lines
+// afterwards. If the call was aborted by Ctrl-C, Python's signal handlers run and their
+// exception (KeyboardInterrupt) replaces the native one.
+template <class Fn>
+auto call_released(Fn && fn) -> decltype(fn(static_cast<const std::atomic<bool> *>(nullptr))) {
+    InterruptScope scope;
+    try {
+        if constexpr (std::is_void_v<decltype(fn(scope.flag()))>) {
+            {
+                py::gil_scoped_release release;
+                fn(scope.flag());
+            }
+            flush_logs();
+        } else {
+            auto result = [&] {
+                py::gil_scoped_release release;
+                return fn(scope.flag());
+            }();
+            flush_logs();
+            return result;
+        }
+    } catch (...) {
+        flush_logs();
+        scope.raise_if_interrupted();
+        throw;
+    }
+}
+
+}  // namespace llamabind::bindings

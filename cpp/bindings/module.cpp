@@ -1,0 +1,22 @@
+// llamabind._core: the compiled half of the llamabind package.
+
+#include "common.hpp"
+
+#include "llamabind/backend.hpp"
+
+PYBIND11_MODULE(_core, m) {
+    namespace b = llamabind::bindings;
+    m.doc() = "llamabind's compiled core: pybind11 bindings over the llamabind C++ library.";
+    llamabind::ensure_backend();
+    b::install_logging();
+    b::init_interrupts();
+    b::init_errors(m);
+    b::init_enums(m);
+    b::init_backend(m);
+    b::init_model(m);
+    b::init_vocab(m);
+    b::init_lora(m);
+    b::init_batch(m);
+    b::init_context(m);
+    b::init_sampler(m);
+}

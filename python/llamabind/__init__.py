@@ -1,0 +1,138 @@
+"""llamabind: run llama.cpp from Python.
+
+The compiled core (``llamabind._core``) wraps the llamabind C++ library; everything public is
+re-exported here::
+
+    import llamabind as lb
+
+    model = lb.Model(lb.models.default_model_path())
+    ctx = lb.Context(model, n_ctx=512)
+    sampler = lb.SamplerChain().add_greedy()
+    tokens = model.vocab.tokenize("The capital of France is")
+    ctx.decode_tokens(tokens, pos0=0)
+    token = sampler.sample(ctx)
+
+llama.cpp's log lines go to the ``logging`` logger ``"llamabind"``, which is silent unless
+the application configures logging.
+"""
+
+from __future__ import annotations
+
+import logging as _logging
+
+from . import _core, models
+from ._core import (
+    AbortedError,
+    AdapterError,
+    AttentionType,
+    Batch,
+    ClosedError,
+    Context,
+    ContextFullError,
+    DecodeError,
+    FatalDecodeError,
+    FlashAttnType,
+    FType,
+    GGMLType,
+    GrammarError,
+    InvalidArgumentError,
+    InvalidBatchError,
+    LlamaError,
+    LlamaFileNotFoundError,
+    LlamaPermissionError,
+    LoadMode,
+    LoraAdapter,
+    Model,
+    ModelLoadError,
+    NumaStrategy,
+    OutOfRangeError,
+    PoolingType,
+    QuantizeError,
+    RopeScalingType,
+    RopeType,
+    SamplerChain,
+    SplitMode,
+    StateError,
+    TokenAttr,
+    Vocab,
+    VocabType,
+    builtin_chat_templates,
+    chat_apply_template,
+    devices,
+    llama_cpp_pin,
+    llama_cpp_version,
+    max_devices,
+    max_parallel_sequences,
+    numa_init,
+    quantize,
+    set_native_stderr_logging,
+    split_path,
+    split_prefix,
+    supports_gpu_offload,
+    supports_mlock,
+    supports_mmap,
+    supports_rpc,
+    system_info,
+    token_data_dtype,
+)
+
+__version__: str = _core.version()
+
+_logging.getLogger("llamabind").addHandler(_logging.NullHandler())
+
+__all__ = [
+    "AbortedError",
+    "AdapterError",
+    "AttentionType",
+    "Batch",
+    "ClosedError",
+    "Context",
+    "ContextFullError",
+    "DecodeError",
+    "FType",
+    "FatalDecodeError",
+    "FlashAttnType",
+    "GGMLType",
+    "GrammarError",
+    "InvalidArgumentError",
+    "InvalidBatchError",
+    "LlamaError",
+    "LlamaFileNotFoundError",
+    "LlamaPermissionError",
+    "LoadMode",
+    "LoraAdapter",
+    "Model",
+    "ModelLoadError",
+    "NumaStrategy",
+    "OutOfRangeError",
+    "PoolingType",
+    "QuantizeError",
+    "RopeScalingType",
+    "RopeType",
+    "SamplerChain",
+    "SplitMode",
+    "StateError",
+    "TokenAttr",
+    "Vocab",
+    "VocabType",
+    "__version__",
+    "builtin_chat_templates",
+    "chat_apply_template",
+    "devices",
+    "llama_cpp_pin",
+    "llama_cpp_version",
+    "max_devices",
+    "max_parallel_sequences",
+    "models",
+    "numa_init",
+    "quantize",
+    "set_native_stderr_logging",
+    "split_path",
+    "split_prefix",
+    "supports_gpu_offload",
+    "supports_mlock",
+    "supports_mmap",
+    "supports_rpc",
+    "system_info",
+    "token_data_dtype",
+]

