@@ -269,8 +269,10 @@ namespace {
 
 std::atomic<bool> g_sigint{false};
 int g_depth = 0;  // scopes open on the main thread (only touched with the GIL held)
-struct sigaction g_prev_action;
 unsigned long g_main_thread = 0;
+
+#ifndef _WIN32
+struct sigaction g_prev_action;
 
 extern "C" void on_sigint(int sig, siginfo_t * info, void * uctx) {
     g_sigint.store(true, std::memory_order_relaxed);
@@ -288,6 +290,22 @@ extern "C" void on_sigint(int sig, siginfo_t * info, void * uctx) {
     }
 }
 
+void install_handler() {
+    struct sigaction action {};
+    action.sa_sigaction = on_sigint;
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &g_prev_action);
+}
+
+void restore_handler() { sigaction(SIGINT, &g_prev_action, nullptr); }
+#else
+// Windows: Python's own console handler still raises KeyboardInterrupt once the call returns;
+// decodes are not interrupted early there.
+void install_handler() {}
+void restore_handler() {}
+#endif
+
 }  // namespace
 
 void init_interrupts() {
@@ -301,17 +319,13 @@ InterruptScope::InterruptScope() {
     installed_ = true;
     if (g_depth++ == 0) {
         g_sigint.store(false, std::memory_order_relaxed);
-        struct sigaction action {};
-        action.sa_sigaction = on_sigint;
-        action.sa_flags = SA_SIGINFO;
-        sigemptyset(&action.sa_mask);
-        sigaction(SIGINT, &action, &g_prev_action);
+        install_handler();
     }
 }
 
 InterruptScope::~InterruptScope() {
     if (installed_ && --g_depth == 0) {
-        sigaction(SIGINT, &g_prev_action, nullptr);
+        restore_handler();
     }
 }
 

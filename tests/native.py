@@ -1,0 +1,74 @@
+"""Builds the C++ side with plain CMake (no Python involved): the llamabind library, the
+example program examples/cpp/simple.cpp, and llama.cpp's own llama-simple compiled from the
+pinned source against the same static libraries (the reference for generation tests)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    build_dir: Path
+    example: Path  # llamabind-simple (our C++ example)
+    reference_simple: Path  # llama.cpp's examples/simple/simple.cpp
+
+
+def build_dir() -> Path:
+    return Path(os.environ.get("LLAMABIND_CPP_BUILD_DIR", ROOT / "build" / "cpp-tests"))
+
+
+def build(target_dir: Path | None = None) -> NativeBuild:
+    """Configures and builds (incrementally) the C++ tree; raises CalledProcessError on failure."""
+    out = target_dir or build_dir()
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    configure = [
+        "cmake", "-S", str(ROOT), "-B", str(out), *generator,
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMABIND_BUILD_EXAMPLES=ON",
+        "-DLLAMABIND_BUILD_REFERENCE_TOOLS=ON",
+        "-DLLAMABIND_BUILD_PYTHON=OFF",
+    ]
+    jobs = str(os.cpu_count() or 2)
+    targets = ["llamabind-simple", "llamabind-ref-simple"]
+    for cmd in (configure, ["cmake", "--build", str(out), "-j", jobs, "--target", *targets]):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+            proc.check_returncode()
+    exe = ".exe" if os.name == "nt" else ""
+    return NativeBuild(
+        build_dir=out,
+        example=out / "examples" / "cpp" / f"llamabind-simple{exe}",
+        reference_simple=out / f"llamabind-ref-simple{exe}",
+    )
+
+
+def run_reference_simple(native: NativeBuild, model: Path, prompt: str, n_predict: int) -> str:
+    """Runs llama.cpp's llama-simple; returns its stdout (prompt + generated text)."""
+    proc = subprocess.run(
+        [str(native.reference_simple), "-m", str(model), "-n", str(n_predict), prompt],
+        capture_output=True, timeout=600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama-simple failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+    return proc.stdout.decode("utf-8")
+
+
+def run_example(native: NativeBuild, model: Path, prompt: str, n_predict: int, threads: int = 2) -> tuple[str, list[int]]:
+    """Runs our C++ example; returns (stdout text, generated token ids)."""
+    proc = subprocess.run(
+        [str(native.example), "-m", str(model), "-n", str(n_predict), "-t", str(threads), "--tokens", prompt],
+        capture_output=True, timeout=600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"llamabind-simple failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+    ids = [int(t) for t in proc.stderr.decode().strip().splitlines()[-1].split()]
+    return proc.stdout.decode("utf-8"), ids
