@@ -15,8 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules: native, tiny_model
 LLAMA_CPP_DIR = Path(os.environ.get("LLAMABIND_LLAMA_CPP_DIR", ROOT / "extern" / "llama.cpp"))
 
-# Threads for every context in the tests: the CI machine has 2 cores.
-N_THREADS = min(2, os.cpu_count() or 1)
+from testutil import N_THREADS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,9 @@ py::array_t<T> view(const std::shared_ptr<Batch> & owner, T * data, std::vector<
 }
 
 std::vector<llama_seq_id> to_seq_ids(const py::handle & obj, const char * where) {
-    if (py::isinstance<py::int_>(obj)) {
-        return {obj.cast<llama_seq_id>()};
+    if (PyIndex_Check(obj.ptr()) && !PySequence_Check(obj.ptr())) {
+        // One id: a Python int or any integer-like scalar (numpy.int32, ...).
+        return to_tokens(py::make_tuple(obj), where);
     }
     std::vector<int32_t> ids = to_tokens(obj, where);
     return std::vector<llama_seq_id>(ids.begin(), ids.end());
@@ -192,7 +193,7 @@ close().
             },
             "Writable int32 view of the token ids (None for embeddings batches).")
         .def_property_readonly(
-            "embd",
+            "embd_rows",
             [](const PyBatch & self) -> py::object {
                 Batch & b = self.get();
                 if (!b.is_embd()) {

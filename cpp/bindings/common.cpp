@@ -169,7 +169,13 @@ int python_level(ggml_log_level level) {
     }
 }
 
-bool interpreter_alive() { return Py_IsInitialized() && !_Py_IsFinalizing(); }
+bool interpreter_alive() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+    return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+}
 
 void emit(const Record & r) {
     if (g_logger == nullptr) {
@@ -179,8 +185,12 @@ void emit(const Record & r) {
         if (g_logger->attr("isEnabledFor")(r.level).cast<bool>()) {
             g_logger->attr("log")(r.level, "%s", to_str(r.text));
         }
-    } catch (py::error_already_set &) {
-        PyErr_Clear();
+    } catch (py::error_already_set & e) {
+        // Logging must not raise into llama.cpp, but a Ctrl-C that arrived while Python code
+        // ran here must not be lost: re-arm it so Python raises it at its next check.
+        if (e.matches(PyExc_KeyboardInterrupt)) {
+            PyErr_SetInterrupt();
+        }
     }
 }
 

@@ -38,7 +38,7 @@ std::string to_bytes(const py::handle & obj, const char * what);
 std::string path_str(const py::handle & obj);
 
 // A sequence or 1-D integer array of token ids as int32s. Raises TypeError for non-integers
-// and OverflowError for values outside int32 (range against a vocabulary is checked later).
+// and OutOfRange for values outside int32 (range against a vocabulary is checked later).
 std::vector<int32_t> to_tokens(const py::handle & obj, const char * what);
 
 // Emits log lines queued while the GIL was released. Call with the GIL held.
@@ -92,8 +92,10 @@ auto call_released(Fn && fn) -> decltype(fn(static_cast<const std::atomic<bool> 
             return result;
         }
     } catch (...) {
-        flush_logs();
+        // Check for Ctrl-C before emitting logs: running Python logging code would run the
+        // pending signal handler and its KeyboardInterrupt would surface there instead.
         scope.raise_if_interrupted();
+        flush_logs();
         throw;
     }
 }

@@ -14,18 +14,36 @@ namespace llamabind::bindings {
 
 namespace {
 
-// A read-only float32 view into the context's output buffer. The capsule holds an
-// OutputLease: it keeps the llama_context's memory alive (even after close()) and makes a
-// decode that would reallocate that buffer raise instead of leaving the view dangling.
-py::array_t<float> output_view(const Context & ctx, const float * data, std::vector<py::ssize_t> shape, bool copy) {
+// Logits or embeddings as numpy. A view is read-only and its capsule holds an OutputLease:
+// the lease keeps the llama_context's memory alive (even after close()) and makes a decode
+// that would reallocate that buffer raise instead of leaving the view dangling. A copy owns
+// its vector. Rows are taken under the context lock with the GIL released, so a decode in
+// another thread can neither block Python nor tear the result.
+py::array_t<float> outputs(const Context & self, bool logits, std::optional<int32_t> row, bool copy) {
+    auto shape = [&](int32_t rows, int32_t cols) {
+        return row ? std::vector<py::ssize_t>{cols} : std::vector<py::ssize_t>{rows, cols};
+    };
     if (copy) {
-        py::array_t<float> out(shape);
-        std::memcpy(out.mutable_data(), data, sizeof(float) * static_cast<std::size_t>(out.size()));
-        return out;
+        std::vector<float> data;
+        int32_t cols = 0;
+        {
+            py::gil_scoped_release release;
+            data = logits ? self.logits_copy(row) : self.embeddings_copy(row);
+            cols = logits ? self.n_vocab() : self.n_embd();
+        }
+        const auto rows = static_cast<int32_t>(cols > 0 ? data.size() / static_cast<std::size_t>(cols) : 0);
+        auto * owned = new std::vector<float>(std::move(data));
+        py::capsule base(owned, [](void * p) { delete static_cast<std::vector<float> *>(p); });
+        return py::array_t<float>(shape(rows, cols), owned->data(), base);
     }
-    auto * lease = new OutputLease(ctx.acquire_outputs());
+    Context::OutputView view;
+    {
+        py::gil_scoped_release release;
+        view = logits ? self.logits_view(row) : self.embeddings_view(row);
+    }
+    auto * lease = new OutputLease(std::move(view.lease));
     py::capsule base(lease, [](void * p) { delete static_cast<OutputLease *>(p); });
-    py::array_t<float> arr(shape, data, base);
+    py::array_t<float> arr(shape(view.rows, view.cols), view.data, base);
     py::detail::array_proxy(arr.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
     return arr;
 }
@@ -120,10 +138,13 @@ A context is serialised: two threads using it at once take turns.
              py::arg("kv_unified") = d.kv_unified,
              "Creates a context; every llama_context_params field is a keyword with llama.cpp's default.\n"
              "n_ctx=0 uses the model's training context.")
-        .def("close", &Context::close, "Frees the context (views keep its output memory). Idempotent.")
+        .def("close", &Context::close, py::call_guard<py::gil_scoped_release>(), "Frees the context (views keep its output memory). Idempotent.")
         .def_property_readonly("closed", &Context::closed)
         .def("__enter__", [](const std::shared_ptr<Context> & self) { return self; })
-        .def("__exit__", [](Context & self, const py::args &) { self.close(); })
+        .def("__exit__", [](Context & self, const py::args &) {
+            py::gil_scoped_release release;
+            self.close();
+        })
         .def_property_readonly("model", &Context::model, "The Model this context runs.")
         .def_property_readonly("n_ctx", &Context::n_ctx, "Context size in tokens.")
         .def_property_readonly("n_ctx_seq", &Context::n_ctx_seq, "Context size per sequence.")
@@ -164,62 +185,50 @@ A context is serialised: two threads using it at once take turns.
             "Decodes tokens of one sequence at positions pos0.. in chunks of n_batch, with logits for the\n"
             "last token (or all). On failure every chunk of the call is removed again.")
         .def(
-            "logits",
-            [](const Context & self, bool copy) {
-                const float * p = self.logits();
-                return output_view(self, p, {self.n_outputs(), self.n_vocab()}, copy);
-            },
+            "logits", [](const Context & self, bool copy) { return outputs(self, true, std::nullopt, copy); },
             py::kw_only(), py::arg("copy") = false,
             "Logits of the last decode, shape (n_outputs, n_vocab): a read-only view, valid until the next\n"
             "decode, or an independent array with copy=True.")
         .def(
-            "logits_ith",
-            [](const Context & self, int32_t i, bool copy) {
-                const float * p = self.logits_ith(i);
-                return output_view(self, p, {self.n_vocab()}, copy);
-            },
+            "logits_ith", [](const Context & self, int32_t i, bool copy) { return outputs(self, true, i, copy); },
             py::arg("i"), py::kw_only(), py::arg("copy") = false,
             "Logits for entry i of the last batch (which must have requested outputs); negative i counts\n"
             "outputs from the end. A view unless copy=True.")
         .def(
-            "embeddings",
-            [](const Context & self, bool copy) {
-                const float * p = self.embeddings();
-                return output_view(self, p, {self.n_outputs(), self.n_embd()}, copy);
-            },
+            "embeddings", [](const Context & self, bool copy) { return outputs(self, false, std::nullopt, copy); },
             py::kw_only(), py::arg("copy") = false,
             "Per-token embeddings of the last decode, shape (n_outputs, n_embd) (pooling NONE).")
         .def(
-            "embeddings_ith",
-            [](const Context & self, int32_t i, bool copy) {
-                const float * p = self.embeddings_ith(i);
-                return output_view(self, p, {self.n_embd()}, copy);
-            },
+            "embeddings_ith", [](const Context & self, int32_t i, bool copy) { return outputs(self, false, i, copy); },
             py::arg("i"), py::kw_only(), py::arg("copy") = false, "Embedding row for entry i of the last batch.")
         .def(
             "embeddings_seq",
             [](const Context & self, llama_seq_id seq_id) {
-                std::vector<float> v = self.embeddings_seq(seq_id);
+                std::vector<float> v;
+                {
+                    py::gil_scoped_release release;
+                    v = self.embeddings_seq(seq_id);
+                }
                 py::array_t<float> out(static_cast<py::ssize_t>(v.size()));
                 std::memcpy(out.mutable_data(), v.data(), sizeof(float) * v.size());
                 return out;
             },
             py::arg("seq_id"),
             "Pooled embedding of a sequence (a copy: llama.cpp rebuilds that storage on every decode).")
-        .def("memory_clear", &Context::memory_clear, py::arg("data") = true, "Empties the KV memory.")
-        .def("seq_rm", &Context::seq_rm, py::arg("seq_id"), py::arg("p0") = -1, py::arg("p1") = -1,
+        .def("memory_clear", &Context::memory_clear, py::arg("data") = true, py::call_guard<py::gil_scoped_release>(), "Empties the KV memory.")
+        .def("seq_rm", &Context::seq_rm, py::arg("seq_id"), py::arg("p0") = -1, py::arg("p1") = -1, py::call_guard<py::gil_scoped_release>(),
              "Removes positions [p0, p1) of a sequence (seq_id < 0: all sequences; p < 0: open end).\n"
              "Returns False when a partial removal is impossible (e.g. recurrent models).")
-        .def("seq_cp", &Context::seq_cp, py::arg("src"), py::arg("dst"), py::arg("p0") = -1, py::arg("p1") = -1,
+        .def("seq_cp", &Context::seq_cp, py::arg("src"), py::arg("dst"), py::arg("p0") = -1, py::arg("p1") = -1, py::call_guard<py::gil_scoped_release>(),
              "Shares positions [p0, p1) of sequence src with sequence dst.")
-        .def("seq_keep", &Context::seq_keep, py::arg("seq_id"), "Removes every sequence but this one.")
-        .def("seq_add", &Context::seq_add, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("delta"),
+        .def("seq_keep", &Context::seq_keep, py::arg("seq_id"), py::call_guard<py::gil_scoped_release>(), "Removes every sequence but this one.")
+        .def("seq_add", &Context::seq_add, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("delta"), py::call_guard<py::gil_scoped_release>(),
              "Shifts positions [p0, p1) of a sequence by delta.")
-        .def("seq_div", &Context::seq_div, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("d"),
+        .def("seq_div", &Context::seq_div, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("d"), py::call_guard<py::gil_scoped_release>(),
              "Divides positions [p0, p1) of a sequence by d.")
-        .def("seq_pos_min", &Context::seq_pos_min, py::arg("seq_id"), "Smallest position held (-1 if empty).")
-        .def("seq_pos_max", &Context::seq_pos_max, py::arg("seq_id"), "Largest position held (-1 if empty).")
-        .def_property_readonly("can_shift", &Context::can_shift, "Whether seq_add/seq_div are supported.")
+        .def("seq_pos_min", &Context::seq_pos_min, py::arg("seq_id"), py::call_guard<py::gil_scoped_release>(), "Smallest position held (-1 if empty).")
+        .def("seq_pos_max", &Context::seq_pos_max, py::arg("seq_id"), py::call_guard<py::gil_scoped_release>(), "Largest position held (-1 if empty).")
+        .def_property_readonly("can_shift", py::cpp_function(&Context::can_shift, py::call_guard<py::gil_scoped_release>()), "Whether seq_add/seq_div are supported.")
         .def(
             "state_get",
             [](Context & self) {
@@ -292,15 +301,17 @@ A context is serialised: two threads using it at once take turns.
         .def(
             "set_threads",
             [](Context & self, int32_t n_threads, std::optional<int32_t> n_threads_batch) {
+                py::gil_scoped_release release;
                 self.set_threads(n_threads, n_threads_batch.value_or(n_threads));
             },
             py::arg("n_threads"), py::arg("n_threads_batch") = py::none(),
             "Threads for generation and for batches (default: the same).")
         .def_property_readonly("n_threads", &Context::n_threads)
         .def_property_readonly("n_threads_batch", &Context::n_threads_batch)
-        .def_property("embeddings_enabled", &Context::embeddings_enabled, &Context::set_embeddings,
+        .def_property("embeddings_enabled", &Context::embeddings_enabled,
+                      py::cpp_function(&Context::set_embeddings, py::call_guard<py::gil_scoped_release>()),
                       "Whether decode also extracts embeddings.")
-        .def_property("causal_attn", &Context::causal_attn, &Context::set_causal_attn,
+        .def_property("causal_attn", &Context::causal_attn, py::cpp_function(&Context::set_causal_attn, py::call_guard<py::gil_scoped_release>()),
                       "Whether attention is causal (False for embedding passes of some models).")
         .def("cancel", &Context::cancel,
              "Makes the running decode (or the next one) stop with AbortedError. Safe from any thread.")
@@ -309,7 +320,7 @@ A context is serialised: two threads using it at once take turns.
         .def(
             "perf", [](const Context & self) { return perf_dict(self.perf()); },
             "llama.cpp's timings (needs no_perf=False): load, prompt and generation time and counts.")
-        .def("perf_reset", &Context::perf_reset)
+        .def("perf_reset", &Context::perf_reset, py::call_guard<py::gil_scoped_release>())
         .def(
             "set_lora_adapters",
             [](Context & self, const py::handle & adapters) {
@@ -328,12 +339,13 @@ A context is serialised: two threads using it at once take turns.
                         }
                     }
                 }
+                py::gil_scoped_release release;
                 self.set_lora_adapters(list);
             },
             py::arg("adapters"),
             "Replaces the active LoRA adapters: a dict {adapter: scale}, or a list of adapters or\n"
             "(adapter, scale) pairs.")
-        .def("clear_lora_adapters", &Context::clear_lora_adapters)
+        .def("clear_lora_adapters", &Context::clear_lora_adapters, py::call_guard<py::gil_scoped_release>())
         .def(
             "set_control_vector",
             [](Context & self, const py::array_t<float, py::array::c_style | py::array::forcecast> & data, int32_t il_start,
@@ -342,12 +354,14 @@ A context is serialised: two threads using it at once take turns.
                     throw InvalidArgument("[Context.set_control_vector] data must have shape (n_layers, n_embd)");
                 }
                 std::vector<float> v(data.data(), data.data() + data.size());
-                self.set_control_vector(v, static_cast<int32_t>(data.shape(1)), il_start, il_end);
+                const auto n_embd = static_cast<int32_t>(data.shape(1));
+                py::gil_scoped_release release;
+                self.set_control_vector(v, n_embd, il_start, il_end);
             },
             py::arg("data"), py::arg("il_start"), py::arg("il_end"),
             "Applies a control vector: rows of n_embd floats starting at layer 1, used for layers\n"
             "il_start..il_end (inclusive).")
-        .def("clear_control_vector", &Context::clear_control_vector)
+        .def("clear_control_vector", &Context::clear_control_vector, py::call_guard<py::gil_scoped_release>())
         .def("__repr__", [](const Context & self) {
             if (self.closed()) {
                 return std::string("<llamabind.Context closed>");

@@ -4,6 +4,8 @@
 
 #include "common.hpp"
 
+#include <cerrno>
+
 #include "llamabind/errors.hpp"
 
 namespace llamabind::bindings {
@@ -57,6 +59,13 @@ void raise_with_path(PyObject * type, const std::string & message, const std::st
     PyErr_SetObject(type, exc.ptr());
 }
 
+// OSError subclasses: OSError(errno, strerror, filename), so str(e) keeps our message and
+// e.errno / e.filename are set.
+void raise_os_error(PyObject * type, int err, const std::string & message, const std::string & path) {
+    py::object exc = py::reinterpret_borrow<py::object>(type)(err, message, path);
+    PyErr_SetObject(type, exc.ptr());
+}
+
 void raise_decode(PyObject * type, const DecodeError & e) {
     py::object exc = py::reinterpret_borrow<py::object>(type)(e.what());
     exc.attr("code") = e.code();
@@ -105,9 +114,9 @@ void init_errors(py::module_ & m) {
         try {
             std::rethrow_exception(p);
         } catch (const FileNotFound & e) {
-            raise_with_path(g_types.not_found, e.what(), e.path());
+            raise_os_error(g_types.not_found, ENOENT, e.what(), e.path());
         } catch (const PermissionDenied & e) {
-            raise_with_path(g_types.permission, e.what(), e.path());
+            raise_os_error(g_types.permission, EACCES, e.what(), e.path());
         } catch (const ModelLoadError & e) {
             raise_with_path(g_types.model_load, e.what(), e.path());
         } catch (const InvalidArgument & e) {

@@ -134,6 +134,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams & params) : m
     n_batch_ = llama_n_batch(raw);
     n_ubatch_ = llama_n_ubatch(raw);
     embeddings_ = params.embeddings;
+    kv_unified_ = params.kv_unified;
     causal_ = llama_get_causal_attn(raw);
     output_capacity_bytes_ = output_bytes_for(n_seq_max_);
 }
@@ -170,6 +171,31 @@ llama_context * Context::get() const { return require(); }
 std::shared_ptr<llama_context> Context::handle() const {
     require();
     return ctx_;
+}
+
+const std::shared_ptr<Model> & Context::model() const {
+    require();
+    return model_;
+}
+
+int32_t Context::n_vocab() const {
+    require();
+    return n_vocab_;
+}
+
+int32_t Context::n_embd() const {
+    require();
+    return n_embd_out_;
+}
+
+bool Context::embeddings_enabled() const {
+    require();
+    return embeddings_;
+}
+
+int32_t Context::n_outputs() const {
+    require();
+    return n_outputs_;
 }
 
 uint32_t Context::n_ctx() const { return llama_n_ctx(require()); }
@@ -245,6 +271,11 @@ void Context::check_batch(const Batch & batch, const char * where) const {
         for (int32_t s = 0; s < b.n_seq_id[i]; ++s) {
             check_seq(b.seq_id[i][s], where, false);
         }
+        if (b.n_seq_id[i] > 1 && !kv_unified_ && n_seq_max_ > 1) {
+            // llama.cpp reports this as "no KV slot" (code 1), which reads like a full context.
+            throw InvalidArgument(std::string("[") + where + "] token " + std::to_string(i) +
+                                  " belongs to several sequences; that needs a context created with kv_unified=True");
+        }
         if (b.pos[i] < 0) {
             throw InvalidArgument(std::string("[") + where + "] position " + std::to_string(b.pos[i]) +
                                   " at index " + std::to_string(i) + " is negative");
@@ -302,6 +333,9 @@ void Context::run_locked(const Batch & batch, bool encode, const std::atomic<boo
         return;
     }
     last_output_flags_.clear();
+    // llama.cpp may have freed or replaced its output buffer on the way to the failure; assume
+    // the smallest one (underestimating only makes later decodes with live views refuse).
+    output_capacity_bytes_ = output_bytes_for(0);
 
     // Aborted and fatal decodes leave the ubatches they finished in memory; remove them so
     // the context is exactly as before the call.
@@ -403,23 +437,19 @@ int32_t Context::check_output_index(int32_t i, const char * where) const {
     return i;
 }
 
-const float * Context::logits() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+const float * Context::logits_locked(std::optional<int32_t> row, int32_t & rows) const {
     llama_context * ctx = require();
-    const float * p = llama_get_logits(ctx);
-    if (p == nullptr) {
-        throw Error("[Context.logits] llama.cpp has no logits buffer");
+    const float * p = nullptr;
+    if (row) {
+        check_output_index(*row, "Context.logits_ith");
+        p = llama_get_logits_ith(ctx, *row);
+        rows = 1;
+    } else {
+        p = llama_get_logits(ctx);
+        rows = n_outputs_;
     }
-    return p;
-}
-
-const float * Context::logits_ith(int32_t i) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    llama_context * ctx = require();
-    check_output_index(i, "Context.logits_ith");
-    const float * p = llama_get_logits_ith(ctx, i);
     if (p == nullptr) {
-        throw OutOfRange(detail::with_reason("[Context.logits_ith] no logits for index " + std::to_string(i)));
+        throw OutOfRange(detail::with_reason("[Context.logits] llama.cpp has no logits for this request"));
     }
     return p;
 }
@@ -439,27 +469,78 @@ void require_token_embeddings(llama_context * ctx, bool enabled, const char * wh
 
 }  // namespace
 
-const float * Context::embeddings() const {
-    std::lock_guard<std::mutex> lock(mutex_);
+const float * Context::embeddings_locked(std::optional<int32_t> row, int32_t & rows) const {
     llama_context * ctx = require();
-    require_token_embeddings(ctx, embeddings_, "Context.embeddings");
-    const float * p = llama_get_embeddings(ctx);
+    require_token_embeddings(ctx, embeddings_, row ? "Context.embeddings_ith" : "Context.embeddings");
+    const float * p = nullptr;
+    if (row) {
+        check_output_index(*row, "Context.embeddings_ith");
+        p = llama_get_embeddings_ith(ctx, *row);
+        rows = 1;
+    } else {
+        p = llama_get_embeddings(ctx);
+        rows = n_outputs_;
+    }
     if (p == nullptr) {
-        throw Error("[Context.embeddings] llama.cpp has no embeddings buffer");
+        throw OutOfRange(detail::with_reason("[Context.embeddings] llama.cpp has no embeddings for this request"));
     }
     return p;
 }
 
+const float * Context::logits() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int32_t rows = 0;
+    return logits_locked(std::nullopt, rows);
+}
+
+const float * Context::logits_ith(int32_t i) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int32_t rows = 0;
+    return logits_locked(i, rows);
+}
+
+const float * Context::embeddings() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int32_t rows = 0;
+    return embeddings_locked(std::nullopt, rows);
+}
+
 const float * Context::embeddings_ith(int32_t i) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    llama_context * ctx = require();
-    require_token_embeddings(ctx, embeddings_, "Context.embeddings_ith");
-    check_output_index(i, "Context.embeddings_ith");
-    const float * p = llama_get_embeddings_ith(ctx, i);
-    if (p == nullptr) {
-        throw OutOfRange(detail::with_reason("[Context.embeddings_ith] no embeddings for index " + std::to_string(i)));
-    }
-    return p;
+    int32_t rows = 0;
+    return embeddings_locked(i, rows);
+}
+
+Context::OutputView Context::logits_view(std::optional<int32_t> row) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    OutputView v;
+    v.data = logits_locked(row, v.rows);
+    v.cols = n_vocab_;
+    v.lease = OutputLease(ctx_, leases_);
+    return v;
+}
+
+Context::OutputView Context::embeddings_view(std::optional<int32_t> row) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    OutputView v;
+    v.data = embeddings_locked(row, v.rows);
+    v.cols = n_embd_out_;
+    v.lease = OutputLease(ctx_, leases_);
+    return v;
+}
+
+std::vector<float> Context::logits_copy(std::optional<int32_t> row) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int32_t rows = 0;
+    const float * p = logits_locked(row, rows);
+    return std::vector<float>(p, p + static_cast<std::size_t>(rows) * static_cast<std::size_t>(n_vocab_));
+}
+
+std::vector<float> Context::embeddings_copy(std::optional<int32_t> row) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int32_t rows = 0;
+    const float * p = embeddings_locked(row, rows);
+    return std::vector<float>(p, p + static_cast<std::size_t>(rows) * static_cast<std::size_t>(n_embd_out_));
 }
 
 int32_t Context::n_embd_seq() const {
@@ -503,7 +584,8 @@ bool Context::seq_rm(llama_seq_id seq_id, llama_pos p0, llama_pos p1) {
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
     check_seq(seq_id, "Context.seq_rm", true);
-    return llama_memory_seq_rm(llama_get_memory(ctx), seq_id, p0, p1);
+    // llama.cpp means "every sequence" by -1 exactly and asserts on other negatives.
+    return llama_memory_seq_rm(llama_get_memory(ctx), seq_id < 0 ? -1 : seq_id, p0, p1);
 }
 
 void Context::seq_cp(llama_seq_id src, llama_seq_id dst, llama_pos p0, llama_pos p1) {
@@ -511,6 +593,15 @@ void Context::seq_cp(llama_seq_id src, llama_seq_id dst, llama_pos p0, llama_pos
     llama_context * ctx = require();
     check_seq(src, "Context.seq_cp", false);
     check_seq(dst, "Context.seq_cp", false);
+    if (!kv_unified_ && n_seq_max_ > 1 && src != dst) {
+        // Separate streams per sequence: llama.cpp copies whole buffers and asserts on ranges.
+        const auto size = static_cast<llama_pos>(llama_n_ctx_seq(ctx));
+        if (p0 > 0 || (p1 >= 0 && p1 + 1 < size)) {
+            throw InvalidArgument("[Context.seq_cp] copying part of a sequence ([" + std::to_string(p0) + ", " +
+                                  std::to_string(p1) + ")) needs a context created with kv_unified=True; "
+                                  "without it only whole sequences can be copied (p0=-1, p1=-1)");
+        }
+    }
     llama_memory_seq_cp(llama_get_memory(ctx), src, dst, p0, p1);
 }
 
@@ -518,7 +609,17 @@ void Context::seq_keep(llama_seq_id seq_id) {
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
     check_seq(seq_id, "Context.seq_keep", false);
-    llama_memory_seq_keep(llama_get_memory(ctx), seq_id);
+    llama_memory_t mem = llama_get_memory(ctx);
+    llama_memory_seq_keep(mem, seq_id);
+    if (!kv_unified_) {
+        // Workaround: with one KV stream per sequence llama.cpp's seq_keep only clears the
+        // stream of seq_id, leaving the other sequences in place.
+        for (uint32_t s = 0; s < n_seq_max_; ++s) {
+            if (static_cast<llama_seq_id>(s) != seq_id) {
+                llama_memory_seq_rm(mem, static_cast<llama_seq_id>(s), -1, -1);
+            }
+        }
+    }
 }
 
 namespace {

@@ -1,6 +1,22 @@
 #include "llamabind/sampler.hpp"
 
+#include <cstdio>
+#include <functional>
 #include <mutex>
+
+#ifdef _WIN32
+#include <io.h>
+#define LB_DUP _dup
+#define LB_DUP2 _dup2
+#define LB_CLOSE _close
+#define LB_FILENO _fileno
+#else
+#include <unistd.h>
+#define LB_DUP dup
+#define LB_DUP2 dup2
+#define LB_CLOSE close
+#define LB_FILENO fileno
+#endif
 
 #include "detail.hpp"
 #include "llamabind/backend.hpp"
@@ -47,6 +63,74 @@ llama_sampler * custom_clone(const llama_sampler * s) {
         return nullptr;
     }
     return llama_sampler_init(&g_custom_iface, copy.release());
+}
+
+// llama.cpp's grammar parser reports why a grammar is invalid with fprintf(stderr) rather
+// than its logger. Capture file descriptor 2 for the call so the reason can go into the
+// exception (and does not leak onto the terminal). Serialised: the descriptor is global.
+std::mutex g_stderr_mutex;
+
+std::string run_capturing_stderr(const std::function<void()> & fn) {
+    std::lock_guard<std::mutex> lock(g_stderr_mutex);
+    std::fflush(stderr);
+    FILE * tmp = std::tmpfile();
+    const int saved = tmp ? LB_DUP(LB_FILENO(stderr)) : -1;
+    if (saved < 0) {
+        if (tmp) {
+            std::fclose(tmp);
+        }
+        fn();
+        return {};
+    }
+    LB_DUP2(LB_FILENO(tmp), LB_FILENO(stderr));
+    auto restore = [&] {
+        std::fflush(stderr);
+        LB_DUP2(saved, LB_FILENO(stderr));
+        LB_CLOSE(saved);
+    };
+    try {
+        fn();
+    } catch (...) {
+        restore();
+        std::fclose(tmp);
+        throw;
+    }
+    restore();
+    std::string out;
+    std::rewind(tmp);
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), tmp)) > 0 && out.size() < (1u << 20)) {
+        out.append(buf, n);
+    }
+    std::fclose(tmp);
+    return out;
+}
+
+// "parse: error parsing grammar: <reason>\n\n<grammar>" -> "<reason>"
+std::string grammar_reason(const std::string & captured) {
+    const std::string marker = "error parsing grammar: ";
+    const auto at = captured.find(marker);
+    if (at == std::string::npos) {
+        return {};
+    }
+    const auto start = at + marker.size();
+    return captured.substr(start, captured.find('\n', start) - start);
+}
+
+llama_sampler * init_grammar_with_reason(const std::function<llama_sampler *()> & init, const char * where) {
+    clear_last_error_log();
+    llama_sampler * s = nullptr;
+    const std::string captured = run_capturing_stderr([&] { s = init(); });
+    if (s != nullptr) {
+        return s;
+    }
+    std::string reason = grammar_reason(captured);
+    std::string message = std::string("[SamplerChain.") + where + "] invalid grammar";
+    if (!reason.empty()) {
+        throw GrammarError(message + ": " + reason);
+    }
+    throw GrammarError(detail::with_reason(message));
 }
 
 }  // namespace
@@ -175,11 +259,8 @@ SamplerChain & SamplerChain::add_mirostat_v2(uint32_t seed, float tau, float eta
 
 SamplerChain & SamplerChain::add_grammar(const Vocab & vocab, const std::string & grammar, const std::string & root) {
     get();
-    clear_last_error_log();
-    llama_sampler * s = llama_sampler_init_grammar(vocab.get(), grammar.c_str(), root.c_str());
-    if (s == nullptr) {
-        throw GrammarError(detail::with_reason("[SamplerChain.add_grammar] invalid grammar"));
-    }
+    llama_sampler * s = init_grammar_with_reason(
+        [&] { return llama_sampler_init_grammar(vocab.get(), grammar.c_str(), root.c_str()); }, "add_grammar");
     llama_sampler_chain_add(chain_.get(), s);
     keep_alive(vocab);
     return *this;
@@ -194,13 +275,13 @@ SamplerChain & SamplerChain::add_grammar_lazy(const Vocab & vocab, const std::st
     for (const auto & p : trigger_patterns) {
         patterns.push_back(p.c_str());
     }
-    clear_last_error_log();
-    llama_sampler * s = llama_sampler_init_grammar_lazy_patterns(vocab.get(), grammar.c_str(), root.c_str(),
-                                                                 patterns.data(), patterns.size(),
-                                                                 trigger_tokens.data(), trigger_tokens.size());
-    if (s == nullptr) {
-        throw GrammarError(detail::with_reason("[SamplerChain.add_grammar_lazy] invalid grammar or trigger pattern"));
-    }
+    llama_sampler * s = init_grammar_with_reason(
+        [&] {
+            return llama_sampler_init_grammar_lazy_patterns(vocab.get(), grammar.c_str(), root.c_str(),
+                                                            patterns.data(), patterns.size(), trigger_tokens.data(),
+                                                            trigger_tokens.size());
+        },
+        "add_grammar_lazy");
     llama_sampler_chain_add(chain_.get(), s);
     keep_alive(vocab);
     return *this;

@@ -650,7 +650,10 @@ class Batch:
     def closed(self) -> bool:
         ...
     @property
-    def embd(self) -> typing.Any:
+    def embd(self) -> int:
+        ...
+    @property
+    def embd_rows(self) -> typing.Any:
         """
         Writable float32 view (capacity, embd) of the rows (None for token batches).
         """

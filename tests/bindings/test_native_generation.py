@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import llamabind as lb
-from conftest import N_THREADS
+from testutil import N_THREADS
 from native import run_example, run_reference_simple
 
 N_PREDICT = 64

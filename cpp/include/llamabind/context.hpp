@@ -84,7 +84,7 @@ public:
 
     llama_context * get() const;
     std::shared_ptr<llama_context> handle() const;
-    const std::shared_ptr<Model> & model() const noexcept { return model_; }
+    const std::shared_ptr<Model> & model() const;
 
     // Serialises use from several threads: every method below takes this lock.
     std::mutex & mutex() noexcept { return mutex_; }
@@ -96,10 +96,10 @@ public:
     uint32_t n_seq_max() const;
     int32_t n_threads() const;
     int32_t n_threads_batch() const;
-    int32_t n_vocab() const noexcept { return n_vocab_; }
-    int32_t n_embd() const noexcept { return n_embd_out_; }
+    int32_t n_vocab() const;
+    int32_t n_embd() const;
     enum llama_pooling_type pooling_type() const;
-    bool embeddings_enabled() const noexcept { return embeddings_; }
+    bool embeddings_enabled() const;
 
     // Runs the model on a batch. Errors keep llama.cpp's codes apart: NoKvSlot (1),
     // Aborted (2), InvalidBatch (-1), FatalDecodeError (< -1). The batch is checked first
@@ -116,7 +116,7 @@ public:
                        bool all_logits = false, const std::atomic<bool> * stop = nullptr);
 
     // Number of output rows of the last decode/encode.
-    int32_t n_outputs() const noexcept { return n_outputs_; }
+    int32_t n_outputs() const;
 
     // Checks an index as llama_get_logits_ith takes it: a position in the last batch whose
     // output flag was set, or a negative row counted from the last output. Returns it.
@@ -134,6 +134,21 @@ public:
     std::vector<float> embeddings_seq(llama_seq_id seq_id) const;
     int32_t n_embd_seq() const;  // length of embeddings_seq rows (n_cls_out for rank pooling)
 
+    // Rows of the last decode's logits or embeddings, taken under the context lock so they
+    // are consistent with each other even while other threads decode: `row` selects one
+    // entry (as logits_ith takes it), nullopt all n_outputs rows. The view variants hold an
+    // OutputLease; the copy variants return rows*cols floats.
+    struct OutputView {
+        const float * data = nullptr;
+        int32_t rows = 0;
+        int32_t cols = 0;
+        OutputLease lease;
+    };
+    OutputView logits_view(std::optional<int32_t> row = std::nullopt) const;
+    OutputView embeddings_view(std::optional<int32_t> row = std::nullopt) const;
+    std::vector<float> logits_copy(std::optional<int32_t> row = std::nullopt) const;
+    std::vector<float> embeddings_copy(std::optional<int32_t> row = std::nullopt) const;
+
     // Claims the output buffer for a caller holding pointers into it (e.g. a numpy view).
     // While any claim is alive, a decode that would make llama.cpp reallocate the buffer
     // throws InvalidArgument instead of leaving those pointers dangling.
@@ -143,6 +158,8 @@ public:
     // KV memory.
     void memory_clear(bool data = true);
     bool seq_rm(llama_seq_id seq_id, llama_pos p0 = -1, llama_pos p1 = -1);
+    // Without kv_unified, sequences live in separate KV streams: copying to another sequence
+    // then replaces that sequence's contents and only whole sequences can be copied.
     void seq_cp(llama_seq_id src, llama_seq_id dst, llama_pos p0 = -1, llama_pos p1 = -1);
     void seq_keep(llama_seq_id seq_id);
     void seq_add(llama_seq_id seq_id, llama_pos p0, llama_pos p1, llama_pos delta);
@@ -192,6 +209,8 @@ private:
     void check_batch(const Batch & batch, const char * where) const;
     void check_seq(llama_seq_id seq_id, const char * where, bool allow_negative) const;
     std::size_t output_bytes_for(int64_t n_outputs) const;
+    const float * logits_locked(std::optional<int32_t> row, int32_t & rows) const;
+    const float * embeddings_locked(std::optional<int32_t> row, int32_t & rows) const;
     void run(const Batch & batch, bool encode, const std::atomic<bool> * stop);
     void run_locked(const Batch & batch, bool encode, const std::atomic<bool> * stop);
     llama_context * require() const;
@@ -212,6 +231,7 @@ private:
     uint32_t n_ubatch_ = 0;
     bool embeddings_ = false;
     bool causal_ = true;
+    bool kv_unified_ = false;
     int32_t n_outputs_ = 0;
     std::vector<int8_t> last_output_flags_;
     std::size_t output_capacity_bytes_ = 0;
