@@ -128,3 +128,111 @@ def write_tiny_llama(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _copy_field(writer, field) -> None:
+    """Writes one ``GGUFReader`` field into ``writer`` unchanged (raw bytes for strings)."""
+    import gguf
+
+    main_type = field.types[0]
+    if main_type == gguf.GGUFValueType.ARRAY:
+        sub_type = field.types[-1]
+        if sub_type == gguf.GGUFValueType.STRING:
+            value = [bytes(field.parts[i]) for i in field.data]
+        else:
+            value = field.contents()
+        writer.add_key_value(field.name, value, main_type, sub_type=sub_type)
+    elif main_type == gguf.GGUFValueType.STRING:
+        writer.add_key_value(field.name, bytes(field.parts[-1]), main_type)
+    else:
+        writer.add_key_value(field.name, field.contents(), main_type)
+
+
+def copy_gguf(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    split_max_tensors: int = 0,
+    replace_tensors: dict[str, np.ndarray] | None = None,
+) -> list[Path]:
+    """Rewrites the GGUF file ``src`` as ``dst`` key by key and tensor by tensor with the gguf
+    writer. With ``split_max_tensors > 0`` the writer splits the model into files named
+    ``<dst stem>-0000i-of-0000n.gguf`` (its ``SHARD_NAME_FORMAT``) that carry the ``split.*``
+    keys llama.cpp's loader reads. ``replace_tensors`` swaps in new data (same shape, f32) for
+    the named tensors. Returns the written paths, first split first.
+
+        parts = copy_gguf(tiny_path, tmp_path / "tiny.gguf", split_max_tensors=8)
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(Path(dst), arch, split_max_tensors=split_max_tensors)
+    for key, field in reader.fields.items():
+        # GGUF.* are header pseudo-fields; the writer adds general.architecture itself.
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        _copy_field(writer, field)
+    replace_tensors = replace_tensors or {}
+    for tensor in reader.tensors:
+        if tensor.name in replace_tensors:
+            data = np.ascontiguousarray(replace_tensors[tensor.name], dtype=np.float32)
+            if data.shape != tuple(tensor.data.shape):
+                raise ValueError(f"{tensor.name}: shape {data.shape}, expected {tuple(tensor.data.shape)}")
+            writer.add_tensor(tensor.name, data)
+            continue
+        # numpy shape = reversed ggml ne; quantized data comes as raw bytes per row.
+        writer.add_tensor(tensor.name, np.array(tensor.data), raw_dtype=tensor.tensor_type)
+    paths = writer.format_shard_names(Path(dst))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return paths
+
+
+def write_lora_adapter(
+    path: str | os.PathLike[str],
+    targets: dict[str, tuple[int, int]],
+    *,
+    arch: str = ARCH,
+    rank: int = 4,
+    alpha: float = 8.0,
+    magnitude: float = 1.0,
+    invocation_tokens: list[int] | None = None,
+    seed: int = 1,
+) -> Path:
+    """Writes a LoRA adapter GGUF as llama.cpp's ``llama_adapter_lora_init`` reads it.
+
+    ``targets`` maps base-model weight names to their numpy shape ``(n_out, n_in)`` (ggml ne
+    ``{n_in, n_out}``). For each, ``<name>.lora_a`` has ne ``{n_in, rank}`` (numpy
+    ``(rank, n_in)``) and ``<name>.lora_b`` ne ``{rank, n_out}`` (numpy ``(n_out, rank)``), so
+    ``W x + scale * B (A x)`` with scale ``alpha / rank`` (see ``build_lora_mm``). Metadata:
+    ``general.type = "adapter"``, ``adapter.type = "lora"``, ``adapter.lora.alpha`` and, for
+    an activated LoRA, ``adapter.alora.invocation_tokens`` (uint32 array).
+    """
+    import gguf
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    if invocation_tokens is not None:
+        writer.add_key_value(
+            gguf.Keys.Adapter.ALORA_INVOCATION_TOKENS,
+            [int(t) for t in invocation_tokens],
+            gguf.GGUFValueType.ARRAY,
+            sub_type=gguf.GGUFValueType.UINT32,
+        )
+    for name, (n_out, n_in) in targets.items():
+        a = (rng.standard_normal((rank, n_in)) / np.sqrt(n_in)).astype(np.float32)
+        b = (magnitude * rng.standard_normal((n_out, rank)) / np.sqrt(rank)).astype(np.float32)
+        writer.add_tensor(f"{name}.lora_a", a)
+        writer.add_tensor(f"{name}.lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -199,6 +199,9 @@ std::string chat_apply_template(const std::string & tmpl, const std::vector<Chat
     chat.reserve(messages.size());
     std::size_t total = 0;
     for (const auto & m : messages) {
+        if (m.role.find('\0') != std::string::npos || m.content.find('\0') != std::string::npos) {
+            throw InvalidArgument("[chat_apply_template] a message contains a NUL byte");
+        }
         chat.push_back({m.role.c_str(), m.content.c_str()});
         total += m.role.size() + m.content.size();
     }
@@ -220,6 +223,9 @@ std::string chat_apply_template(const std::string & tmpl, const std::vector<Chat
 }
 
 std::string split_path(const std::string & prefix, int split_no, int split_count) {
+    if (prefix.find('\0') != std::string::npos) {
+        throw InvalidArgument("[split_path] the prefix contains a NUL byte");
+    }
     char buf[4096];
     const int32_t n = llama_split_path(buf, sizeof(buf), prefix.c_str(), split_no, split_count);
     if (n <= 0 || static_cast<std::size_t>(n) >= sizeof(buf)) {

@@ -706,6 +706,7 @@ void Context::state_set(const uint8_t * data, std::size_t size) {
 void Context::state_save_file(const std::string & path, const std::vector<llama_token> & tokens) {
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
+    detail::check_no_nul(path, "Context.state_save_file", "the path");
     clear_last_error_log();
     if (!llama_state_save_file(ctx, path.c_str(), tokens.data(), tokens.size())) {
         throw StateError(detail::with_reason("[Context.state_save_file] could not write '" + path + "'"));
@@ -715,7 +716,7 @@ void Context::state_save_file(const std::string & path, const std::vector<llama_
 std::vector<llama_token> Context::state_load_file(const std::string & path, std::size_t token_capacity) {
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
-    detail::check_readable_file(path, "Context.state_load_file", false);
+    detail::check_readable_file(path, "Context.state_load_file", detail::FileKind::State);
     std::vector<llama_token> tokens(token_capacity);
     std::size_t n = 0;
     clear_last_error_log();
@@ -770,6 +771,7 @@ void Context::state_seq_save_file(const std::string & path, llama_seq_id seq_id,
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
     check_seq(seq_id, "Context.state_seq_save_file", false);
+    detail::check_no_nul(path, "Context.state_seq_save_file", "the path");
     clear_last_error_log();
     if (llama_state_seq_save_file(ctx, path.c_str(), seq_id, tokens.data(), tokens.size()) == 0) {
         throw StateError(detail::with_reason("[Context.state_seq_save_file] could not write '" + path + "'"));
@@ -781,7 +783,7 @@ std::vector<llama_token> Context::state_seq_load_file(const std::string & path, 
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
     check_seq(dest_seq_id, "Context.state_seq_load_file", false);
-    detail::check_readable_file(path, "Context.state_seq_load_file", false);
+    detail::check_readable_file(path, "Context.state_seq_load_file", detail::FileKind::State);
     std::vector<llama_token> tokens(std::max<std::size_t>(token_capacity, 1));
     std::size_t n = 0;
     clear_last_error_log();
@@ -818,7 +820,13 @@ void Context::set_causal_attn(bool causal) {
 
 bool Context::causal_attn() const { return llama_get_causal_attn(require()); }
 
-llama_perf_context_data Context::perf() const { return llama_perf_context(require()); }
+llama_perf_context_data Context::perf() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    llama_context * ctx = require();
+    // llama.cpp adds a decode to its counters only when it synchronizes.
+    llama_synchronize(ctx);
+    return llama_perf_context(ctx);
+}
 
 void Context::perf_reset() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -828,16 +836,17 @@ void Context::perf_reset() {
 void Context::set_lora_adapters(const std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> & adapters) {
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
-    std::vector<std::shared_ptr<LoraAdapter>> keep;
+    // The native adapters themselves are kept: closing a LoraAdapter only drops its own claim.
+    std::vector<std::shared_ptr<llama_adapter_lora>> keep;
     std::vector<llama_adapter_lora *> raw;
     std::vector<float> scales;
     for (const auto & [adapter, scale] : adapters) {
         if (!adapter) {
             throw InvalidArgument("[Context.set_lora_adapters] adapter is None");
         }
-        raw.push_back(adapter->handle().get());
+        keep.push_back(adapter->handle());
+        raw.push_back(keep.back().get());
         scales.push_back(scale);
-        keep.push_back(adapter);
     }
     clear_last_error_log();
     if (llama_set_adapters_lora(ctx, raw.data(), raw.size(), scales.data()) != 0) {

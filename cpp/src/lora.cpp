@@ -14,7 +14,7 @@ std::shared_ptr<LoraAdapter> LoraAdapter::load(const std::shared_ptr<Model> & mo
         throw InvalidArgument("[LoraAdapter.load] model is None");
     }
     std::shared_ptr<llama_model> model_handle = model->handle();
-    detail::check_readable_file(path, "LoraAdapter.load", true);
+    detail::check_readable_file(path, "LoraAdapter.load", detail::FileKind::Adapter);
     clear_last_error_log();
     llama_adapter_lora * raw = llama_adapter_lora_init(model_handle.get(), path.c_str());
     if (raw == nullptr) {

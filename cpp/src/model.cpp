@@ -52,6 +52,7 @@ std::vector<llama_model_kv_override> make_kv_overrides(const std::vector<KvOverr
     out.reserve(overrides.size() + 1);
     for (const auto & ov : overrides) {
         llama_model_kv_override o{};
+        check_no_nul(ov.key, where, "a kv_overrides key");
         if (ov.key.empty() || ov.key.size() >= sizeof(o.key)) {
             throw InvalidArgument(std::string("[") + where + "] kv_overrides key must have 1 to " +
                                   std::to_string(sizeof(o.key) - 1) + " bytes, got '" + ov.key + "'");
@@ -68,6 +69,7 @@ std::vector<llama_model_kv_override> make_kv_overrides(const std::vector<KvOverr
             o.val_bool = *b;
         } else {
             const auto & s = std::get<std::string>(ov.value);
+            check_no_nul(s, where, "a kv_overrides string value");
             if (s.size() >= sizeof(o.val_str)) {
                 throw InvalidArgument(std::string("[") + where + "] kv_overrides string value for '" + ov.key +
                                       "' is longer than " + std::to_string(sizeof(o.val_str) - 1) + " bytes");
@@ -83,14 +85,35 @@ std::vector<llama_model_kv_override> make_kv_overrides(const std::vector<KvOverr
     return out;
 }
 
-void check_readable_file(const std::string & path, const char * where, bool check_gguf_magic) {
+void check_no_nul(const std::string & s, const char * where, const char * what) {
+    if (s.find('\0') != std::string::npos) {
+        throw InvalidArgument(std::string("[") + where + "] " + what + " contains a NUL byte");
+    }
+}
+
+namespace {
+
+[[noreturn]] void throw_unusable(FileKind kind, const std::string & message, const std::string & path) {
+    switch (kind) {
+        case FileKind::Adapter: throw AdapterError(message);
+        case FileKind::Quantize: throw QuantizeError(message);
+        case FileKind::State: throw StateError(message);
+        case FileKind::Model: break;
+    }
+    throw ModelLoadError(message, path);
+}
+
+}  // namespace
+
+void check_readable_file(const std::string & path, const char * where, FileKind kind) {
+    check_no_nul(path, where, "the path");
     std::error_code ec;
     const auto status = fs::status(path, ec);
     if (ec || !fs::exists(status)) {
         throw FileNotFound(std::string("[") + where + "] no such file: '" + path + "'", path);
     }
     if (fs::is_directory(status)) {
-        throw ModelLoadError(std::string("[") + where + "] '" + path + "' is a directory, not a GGUF file", path);
+        throw_unusable(kind, std::string("[") + where + "] '" + path + "' is a directory, not a file", path);
     }
     FILE * f = std::fopen(path.c_str(), "rb");
     if (f == nullptr) {
@@ -98,15 +121,16 @@ void check_readable_file(const std::string & path, const char * where, bool chec
         if (err == EACCES || err == EPERM) {
             throw PermissionDenied(std::string("[") + where + "] permission denied: '" + path + "'", path);
         }
-        throw ModelLoadError(std::string("[") + where + "] cannot open '" + path + "': " + std::strerror(err), path);
+        throw_unusable(kind, std::string("[") + where + "] cannot open '" + path + "': " + std::strerror(err), path);
     }
     char magic[4] = {0, 0, 0, 0};
     const std::size_t got = std::fread(magic, 1, sizeof(magic), f);
     std::fclose(f);
-    if (check_gguf_magic && (got != sizeof(magic) || std::memcmp(magic, "GGUF", 4) != 0)) {
-        throw ModelLoadError(std::string("[") + where + "] '" + path + "' is not a GGUF file (" +
-                                 (got < sizeof(magic) ? "shorter than its magic number" : "wrong magic number") + ")",
-                             path);
+    if (kind != FileKind::State && (got != sizeof(magic) || std::memcmp(magic, "GGUF", 4) != 0)) {
+        throw_unusable(kind,
+                       std::string("[") + where + "] '" + path + "' is not a GGUF file (" +
+                           (got < sizeof(magic) ? "shorter than its magic number" : "wrong magic number") + ")",
+                       path);
     }
 }
 
@@ -169,7 +193,7 @@ std::shared_ptr<Model> load_impl(const std::vector<std::string> & paths, const M
         throw InvalidArgument(std::string("[") + where + "] no model path given");
     }
     for (const auto & p : paths) {
-        detail::check_readable_file(p, where, true);
+        detail::check_readable_file(p, where, detail::FileKind::Model);
     }
     ensure_backend();
 
@@ -355,6 +379,7 @@ std::vector<std::string> Model::classifier_labels() const {
 
 void Model::save_to_file(const std::string & path) const {
     auto h = handle();
+    detail::check_no_nul(path, "Model.save_to_file", "the path");
     const fs::path parent = fs::path(path).parent_path();
     if (!parent.empty() && !fs::is_directory(parent)) {
         throw FileNotFound("[Model.save_to_file] directory does not exist: '" + parent.string() + "'", parent.string());
@@ -380,7 +405,8 @@ QuantizeParams::QuantizeParams() {
 }
 
 void quantize(const std::string & input_path, const std::string & output_path, const QuantizeParams & params) {
-    detail::check_readable_file(input_path, "quantize", true);
+    detail::check_readable_file(input_path, "quantize", detail::FileKind::Quantize);
+    detail::check_no_nul(output_path, "quantize", "the output path");
     ensure_backend();
     llama_model_quantize_params qp = llama_model_quantize_default_params();
     qp.nthread = params.nthread;

@@ -83,15 +83,22 @@ std::vector<llama_token> Vocab::tokenize(std::string_view text, bool add_special
         guess = INT32_MAX;
     }
     std::vector<llama_token> tokens(guess);
-    int32_t n = llama_tokenize(vocab_, text.data(), len, tokens.data(), static_cast<int32_t>(tokens.size()),
-                               add_special, parse_special);
+    // llama.cpp's UTF-8 decoder throws std::invalid_argument for code points beyond Unicode.
+    auto call = [&](std::vector<llama_token> & out) {
+        try {
+            return llama_tokenize(vocab_, text.data(), len, out.data(), static_cast<int32_t>(out.size()), add_special,
+                                  parse_special);
+        } catch (const std::exception & e) {
+            throw InvalidArgument(std::string("[Vocab.tokenize] cannot tokenize this text: ") + e.what());
+        }
+    };
+    int32_t n = call(tokens);
     if (n == INT32_MIN) {
         throw InvalidArgument("[Vocab.tokenize] the token count overflows int32");
     }
     if (n < 0) {
         tokens.resize(static_cast<std::size_t>(-static_cast<int64_t>(n)));
-        n = llama_tokenize(vocab_, text.data(), len, tokens.data(), static_cast<int32_t>(tokens.size()), add_special,
-                           parse_special);
+        n = call(tokens);
         if (n < 0) {
             throw Error("[Vocab.tokenize] llama_tokenize failed twice");
         }

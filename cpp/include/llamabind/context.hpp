@@ -217,7 +217,7 @@ private:
 
     std::shared_ptr<Model> model_;
     std::shared_ptr<llama_context> ctx_;
-    std::vector<std::shared_ptr<LoraAdapter>> adapters_;
+    std::vector<std::shared_ptr<llama_adapter_lora>> adapters_;
     std::unique_ptr<Batch> scratch_;  // reused by decode_tokens
     mutable std::mutex mutex_;
     std::atomic<bool> cancel_flag_{false};
