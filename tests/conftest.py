@@ -61,3 +61,17 @@ def native_build():
     from native import build
 
     return build()
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight llama GGUF (2 layers, n_embd 64, GQA 4/2, f32) with the 32000-token SPM
+    vocabulary of llama.cpp's models/ggml-vocab-llama-spm.gguf, for fast mechanics tests."""
+    from tiny_model import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_path: Path) -> llamabind.Model:
+    return llamabind.Model(tiny_path)

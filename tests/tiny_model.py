@@ -34,21 +34,9 @@ def _copy_tokenizer_fields(writer, vocab_path: Path) -> int:
     for key, field in reader.fields.items():
         if not key.startswith("tokenizer."):
             continue
-        main_type = field.types[0]
-        if main_type == gguf.GGUFValueType.ARRAY:
-            sub_type = field.types[-1]
-            if sub_type == gguf.GGUFValueType.STRING:
-                # Raw bytes, so no token text is re-encoded on the way.
-                value = [bytes(field.parts[i]) for i in field.data]
-            else:
-                value = field.contents()
-            writer.add_key_value(key, value, main_type, sub_type=sub_type)
-            if key == "tokenizer.ggml.tokens":
-                n_vocab = len(value)
-        elif main_type == gguf.GGUFValueType.STRING:
-            writer.add_key_value(key, bytes(field.parts[-1]), main_type)
-        else:
-            writer.add_key_value(key, field.contents(), main_type)
+        _copy_field(writer, field)
+        if key == "tokenizer.ggml.tokens":
+            n_vocab = len(field.data)
         copied += 1
     if n_vocab == 0 or copied == 0:
         raise RuntimeError(f"{vocab_path} has no tokenizer.ggml.tokens")

@@ -13,7 +13,6 @@ import pytest
 import llamabind as lb
 from gguf_ref import GGUFRef
 from testutil import N_THREADS
-from tiny_model import write_tiny_llama
 
 TINY_PROMPT = "The quick brown fox jumps over the lazy dog"
 
@@ -40,17 +39,6 @@ def real(request: pytest.FixtureRequest) -> Real:
     """Each real model with gguf-py's reading of the same file."""
     name = request.param
     return Real(name, request.getfixturevalue(name), request.getfixturevalue(f"{name}_ref"))
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight llama GGUF (2 layers, n_embd 64, f32) with the 32000-token SPM vocab."""
-    return write_tiny_llama(tmp_path_factory.mktemp("api-tiny") / "tiny.gguf")
-
-
-@pytest.fixture(scope="session")
-def tiny(tiny_path: Path) -> lb.Model:
-    return lb.Model(tiny_path)
 
 
 @pytest.fixture(scope="session")

@@ -1,26 +1,13 @@
-"""Fixtures of the binding tests: a tiny random-weight llama model written once per session."""
+"""Fixtures of the binding tests: tiny-model contexts (the model itself comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import llamabind as lb
 from testutil import N_THREADS
-from tiny_model import write_tiny_llama
-
-
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight llama GGUF (2 layers, n_embd 64, GQA 4/2) with the 32000-token SPM vocab."""
-    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
-
-
-@pytest.fixture(scope="session")
-def tiny(tiny_path: Path) -> lb.Model:
-    return lb.Model(tiny_path)
 
 
 @pytest.fixture
