@@ -1,0 +1,44 @@
+"""The code in README.md runs as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_python_example_runs(smollm2_path: Path) -> None:
+    (code,) = [b for b in blocks("python") if "import llamabind" in b]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) >= 2 and lines[-1] == "(49152,) False"
+
+
+def test_readme_cpp_example_compiles_and_runs(native_build, smollm2_path: Path, tmp_path: Path) -> None:
+    """Compiles the README's C++ snippet against the library built by plain CMake."""
+    (code,) = [b for b in blocks("cpp") if "llamabind.hpp" in b]
+    code = code.replace('"SmolLM2-135M-Instruct.Q4_1.gguf"', f'"{smollm2_path}"')
+    src = tmp_path / "readme.cpp"
+    src.write_text(code)
+    build = native_build.build_dir
+    libs = [build / "cpp" / "libllamabind.a", build / "llama.cpp" / "src" / "libllama.a"]
+    libs += sorted((build / "llama.cpp" / "ggml" / "src").rglob("libggml*.a"), key=lambda p: p.name != "libggml.a")
+    includes = [ROOT / "cpp" / "include", ROOT / "extern" / "llama.cpp" / "include",
+                ROOT / "extern" / "llama.cpp" / "ggml" / "include"]
+    exe = tmp_path / "readme"
+    cmd = ["c++", "-std=c++17", "-O1", str(src), "-o", str(exe), *[f"-I{i}" for i in includes],
+           "-Wl,--start-group", *map(str, libs), "-Wl,--end-group", "-fopenmp", "-lpthread"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Paris" in run.stdout
