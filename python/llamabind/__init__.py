@@ -1,5 +1,11 @@
 """llamabind: run llama.cpp from Python.
 
+The high-level API is `Llama`, a drop-in replacement for llama-cpp-python's::
+
+    from llamabind import Llama
+    llm = Llama(model_path="model.gguf", n_ctx=2048)
+    print(llm("The capital of France is", max_tokens=16)["choices"][0]["text"])
+
 The compiled core (``llamabind._core``) wraps the llamabind C++ library; everything public is
 re-exported here::
 
@@ -20,7 +26,21 @@ from __future__ import annotations
 
 import logging as _logging
 
-from . import _core, models
+from . import _core, models, types
+from .llama import (
+    Llama,
+    LlamaState,
+    LogitsProcessorList,
+    MinTokensLogitsProcessor,
+    StoppingCriteriaList,
+)
+from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache
+from .llama_chat_format import ChatTemplateError
+from .json_schema import json_schema_to_gbnf
+from .llama_grammar import GrammarParseError, LlamaGrammar
+from .llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
+from .llama_tokenizer import BaseLlamaTokenizer, LlamaHFTokenizer, LlamaTokenizer
+from .sampling import SamplingParams
 from ._core import (
     AbortedError,
     AdapterError,
@@ -82,6 +102,26 @@ _logging.getLogger("llamabind").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AbortedError",
+    "BaseLlamaCache",
+    "BaseLlamaTokenizer",
+    "ChatTemplateError",
+    "GrammarParseError",
+    "json_schema_to_gbnf",
+    "LlamaCache",
+    "LlamaDiskCache",
+    "LlamaDraftModel",
+    "LlamaHFTokenizer",
+    "LlamaPromptLookupDecoding",
+    "LlamaRAMCache",
+    "LlamaTokenizer",
+    "types",
+    "Llama",
+    "LlamaGrammar",
+    "LlamaState",
+    "LogitsProcessorList",
+    "MinTokensLogitsProcessor",
+    "SamplingParams",
+    "StoppingCriteriaList",
     "AdapterError",
     "AttentionType",
     "Batch",

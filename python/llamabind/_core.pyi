@@ -5,279 +5,224 @@ llamabind's compiled core: pybind11 bindings over the llamabind C++ library.
 from __future__ import annotations
 import collections.abc
 import enum
-from llamabind import AbortedError
-from llamabind import AdapterError
-from llamabind import ClosedError
-from llamabind import ContextFullError
-from llamabind import DecodeError
-from llamabind import FatalDecodeError
-from llamabind import GrammarError
-from llamabind import InvalidArgumentError
-from llamabind import InvalidBatchError
-from llamabind import LlamaError
-from llamabind import LlamaFileNotFoundError
-from llamabind import LlamaPermissionError
-from llamabind import ModelLoadError
-from llamabind import OutOfRangeError
-from llamabind import QuantizeError
-from llamabind import StateError
 import numpy
 import numpy.dtypes
 import numpy.typing
 import typing
 __all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'FType', 'FatalDecodeError', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelLoadError', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'SamplerChain', 'SplitMode', 'StateError', 'TokenAttr', 'Vocab', 'VocabType', 'builtin_chat_templates', 'chat_apply_template', 'devices', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'quantize', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
-class VocabType(enum.IntEnum):
-    """
-    Tokenizer family of a vocabulary.
-    """
-    BPE: typing.ClassVar[VocabType]
-    NONE: typing.ClassVar[VocabType]
-    PLAMO2: typing.ClassVar[VocabType]
-    RWKV: typing.ClassVar[VocabType]
-    SPM: typing.ClassVar[VocabType]
-    TEST: typing.ClassVar[VocabType]
-    UGM: typing.ClassVar[VocabType]
-    WPM: typing.ClassVar[VocabType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
-class RopeType(enum.IntEnum):
-    """
-    RoPE variant a model uses.
-    """
-    IMROPE: typing.ClassVar[RopeType]
-    MROPE: typing.ClassVar[RopeType]
-    NEOX: typing.ClassVar[RopeType]
-    NONE: typing.ClassVar[RopeType]
-    NORM: typing.ClassVar[RopeType]
-    VISION: typing.ClassVar[RopeType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
-class TokenAttr(enum.IntFlag):
-    """
-    Attribute flags of a vocabulary token.
-    """
-    BYTE: typing.ClassVar[TokenAttr]
-    CONTROL: typing.ClassVar[TokenAttr]
-    LSTRIP: typing.ClassVar[TokenAttr]
-    NORMAL: typing.ClassVar[TokenAttr]
-    NORMALIZED: typing.ClassVar[TokenAttr]
-    RSTRIP: typing.ClassVar[TokenAttr]
-    SINGLE_WORD: typing.ClassVar[TokenAttr]
-    UNDEFINED: typing.ClassVar[TokenAttr]
-    UNKNOWN: typing.ClassVar[TokenAttr]
-    UNUSED: typing.ClassVar[TokenAttr]
-    USER_DEFINED: typing.ClassVar[TokenAttr]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __and__(self, other):
-        ...
-    def __format__(self, format_spec):
-        ...
-    def __invert__(self):
-        ...
-    def __or__(self, other):
-        ...
-    def __rand__(self, other):
-        ...
-    def __ror__(self, other):
-        ...
-    def __rxor__(self, other):
-        ...
-    def __xor__(self, other):
-        ...
-class FType(enum.IntEnum):
-    """
-    Model file type (quantization).
-    """
-    ALL_F32: typing.ClassVar[FType]
-    GUESSED: typing.ClassVar[FType]
-    MOSTLY_BF16: typing.ClassVar[FType]
-    MOSTLY_F16: typing.ClassVar[FType]
-    MOSTLY_IQ1_M: typing.ClassVar[FType]
-    MOSTLY_IQ1_S: typing.ClassVar[FType]
-    MOSTLY_IQ2_M: typing.ClassVar[FType]
-    MOSTLY_IQ2_S: typing.ClassVar[FType]
-    MOSTLY_IQ2_XS: typing.ClassVar[FType]
-    MOSTLY_IQ2_XXS: typing.ClassVar[FType]
-    MOSTLY_IQ3_M: typing.ClassVar[FType]
-    MOSTLY_IQ3_S: typing.ClassVar[FType]
-    MOSTLY_IQ3_XS: typing.ClassVar[FType]
-    MOSTLY_IQ3_XXS: typing.ClassVar[FType]
-    MOSTLY_IQ4_NL: typing.ClassVar[FType]
-    MOSTLY_IQ4_XS: typing.ClassVar[FType]
-    MOSTLY_MXFP4_MOE: typing.ClassVar[FType]
-    MOSTLY_NVFP4: typing.ClassVar[FType]
-    MOSTLY_Q1_0: typing.ClassVar[FType]
-    MOSTLY_Q2_0: typing.ClassVar[FType]
-    MOSTLY_Q2_K: typing.ClassVar[FType]
-    MOSTLY_Q2_K_S: typing.ClassVar[FType]
-    MOSTLY_Q3_K_L: typing.ClassVar[FType]
-    MOSTLY_Q3_K_M: typing.ClassVar[FType]
-    MOSTLY_Q3_K_S: typing.ClassVar[FType]
-    MOSTLY_Q4_0: typing.ClassVar[FType]
-    MOSTLY_Q4_1: typing.ClassVar[FType]
-    MOSTLY_Q4_K_M: typing.ClassVar[FType]
-    MOSTLY_Q4_K_S: typing.ClassVar[FType]
-    MOSTLY_Q5_0: typing.ClassVar[FType]
-    MOSTLY_Q5_1: typing.ClassVar[FType]
-    MOSTLY_Q5_K_M: typing.ClassVar[FType]
-    MOSTLY_Q5_K_S: typing.ClassVar[FType]
-    MOSTLY_Q6_K: typing.ClassVar[FType]
-    MOSTLY_Q8_0: typing.ClassVar[FType]
-    MOSTLY_TQ1_0: typing.ClassVar[FType]
-    MOSTLY_TQ2_0: typing.ClassVar[FType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
-class RopeScalingType(enum.IntEnum):
-    """
-    RoPE context scaling.
-    """
-    LINEAR: typing.ClassVar[RopeScalingType]
-    LONGROPE: typing.ClassVar[RopeScalingType]
-    NONE: typing.ClassVar[RopeScalingType]
-    UNSPECIFIED: typing.ClassVar[RopeScalingType]
-    YARN: typing.ClassVar[RopeScalingType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
-class PoolingType(enum.IntEnum):
-    """
-    How embeddings are pooled per sequence.
-    """
-    CLS: typing.ClassVar[PoolingType]
-    LAST: typing.ClassVar[PoolingType]
-    MEAN: typing.ClassVar[PoolingType]
-    NONE: typing.ClassVar[PoolingType]
-    RANK: typing.ClassVar[PoolingType]
-    UNSPECIFIED: typing.ClassVar[PoolingType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
+class LlamaError(Exception):
+    """Base class of every error raised by llamabind."""
+
+class LlamaFileNotFoundError(LlamaError, FileNotFoundError):
+    """A model, adapter or state file does not exist."""
+
+class LlamaPermissionError(LlamaError, PermissionError):
+    """A file exists but cannot be read."""
+
+class ModelLoadError(LlamaError):
+    """A model file could not be loaded (corrupt, unsupported, or cancelled)."""
+
+class InvalidArgumentError(LlamaError, ValueError):
+    """An argument has an invalid value."""
+
+class OutOfRangeError(LlamaError, IndexError):
+    """A token id, sequence id or output index is out of range."""
+
+class ClosedError(LlamaError, ValueError):
+    """The object was closed; no further operation is possible."""
+
+class DecodeError(LlamaError, RuntimeError):
+    """llama_decode/llama_encode failed; `code` holds llama.cpp's return value."""
+    code: int
+
+class ContextFullError(DecodeError):
+    """No KV cache slot for the batch (llama_decode returned 1)."""
+
+class AbortedError(DecodeError):
+    """The computation was cancelled (llama_decode returned 2)."""
+
+class InvalidBatchError(DecodeError, ValueError):
+    """llama.cpp rejected the batch (llama_decode returned -1)."""
+
+class FatalDecodeError(DecodeError):
+    """The computation failed (llama_decode returned < -1)."""
+
+class StateError(LlamaError):
+    """Saving or restoring state failed."""
+
+class GrammarError(LlamaError, ValueError):
+    """A GBNF grammar did not parse."""
+
+class AdapterError(LlamaError):
+    """A LoRA adapter or control vector could not be loaded or applied."""
+
+class QuantizeError(LlamaError):
+    """Quantizing or saving a model failed."""
+
 class AttentionType(enum.IntEnum):
-    """
-    Attention used for embeddings.
-    """
-    CAUSAL: typing.ClassVar[AttentionType]
-    NON_CAUSAL: typing.ClassVar[AttentionType]
-    UNSPECIFIED: typing.ClassVar[AttentionType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
+    """Attention used for embeddings."""
+    UNSPECIFIED = -1
+    CAUSAL = 0
+    NON_CAUSAL = 1
+
+class FType(enum.IntEnum):
+    """Model file type (quantization)."""
+    ALL_F32 = 0
+    MOSTLY_F16 = 1
+    MOSTLY_Q4_0 = 2
+    MOSTLY_Q4_1 = 3
+    MOSTLY_Q8_0 = 7
+    MOSTLY_Q5_0 = 8
+    MOSTLY_Q5_1 = 9
+    MOSTLY_Q2_K = 10
+    MOSTLY_Q3_K_S = 11
+    MOSTLY_Q3_K_M = 12
+    MOSTLY_Q3_K_L = 13
+    MOSTLY_Q4_K_S = 14
+    MOSTLY_Q4_K_M = 15
+    MOSTLY_Q5_K_S = 16
+    MOSTLY_Q5_K_M = 17
+    MOSTLY_Q6_K = 18
+    MOSTLY_IQ2_XXS = 19
+    MOSTLY_IQ2_XS = 20
+    MOSTLY_Q2_K_S = 21
+    MOSTLY_IQ3_XS = 22
+    MOSTLY_IQ3_XXS = 23
+    MOSTLY_IQ1_S = 24
+    MOSTLY_IQ4_NL = 25
+    MOSTLY_IQ3_S = 26
+    MOSTLY_IQ3_M = 27
+    MOSTLY_IQ2_S = 28
+    MOSTLY_IQ2_M = 29
+    MOSTLY_IQ4_XS = 30
+    MOSTLY_IQ1_M = 31
+    MOSTLY_BF16 = 32
+    MOSTLY_TQ1_0 = 36
+    MOSTLY_TQ2_0 = 37
+    MOSTLY_MXFP4_MOE = 38
+    MOSTLY_NVFP4 = 39
+    MOSTLY_Q1_0 = 40
+    MOSTLY_Q2_0 = 41
+    GUESSED = 1024
+
 class FlashAttnType(enum.IntEnum):
-    """
-    When to use Flash Attention.
-    """
-    AUTO: typing.ClassVar[FlashAttnType]
-    DISABLED: typing.ClassVar[FlashAttnType]
-    ENABLED: typing.ClassVar[FlashAttnType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
-class SplitMode(enum.IntEnum):
-    """
-    How a model is split across GPUs.
-    """
-    LAYER: typing.ClassVar[SplitMode]
-    NONE: typing.ClassVar[SplitMode]
-    ROW: typing.ClassVar[SplitMode]
-    TENSOR: typing.ClassVar[SplitMode]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
-class LoadMode(enum.IntEnum):
-    """
-    How model weights are read from disk.
-    """
-    AUTO: typing.ClassVar[LoadMode]
-    DIRECT_IO: typing.ClassVar[LoadMode]
-    MLOCK: typing.ClassVar[LoadMode]
-    MMAP: typing.ClassVar[LoadMode]
-    MMAP_MLOCK: typing.ClassVar[LoadMode]
-    NONE: typing.ClassVar[LoadMode]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
+    """When to use Flash Attention."""
+    AUTO = -1
+    DISABLED = 0
+    ENABLED = 1
+
 class GGMLType(enum.IntEnum):
-    """
-    ggml tensor data types (KV cache types, quantization).
-    """
-    BF16: typing.ClassVar[GGMLType]
-    COUNT: typing.ClassVar[GGMLType]
-    F16: typing.ClassVar[GGMLType]
-    F32: typing.ClassVar[GGMLType]
-    F64: typing.ClassVar[GGMLType]
-    I16: typing.ClassVar[GGMLType]
-    I32: typing.ClassVar[GGMLType]
-    I64: typing.ClassVar[GGMLType]
-    I8: typing.ClassVar[GGMLType]
-    IQ1_M: typing.ClassVar[GGMLType]
-    IQ1_S: typing.ClassVar[GGMLType]
-    IQ2_S: typing.ClassVar[GGMLType]
-    IQ2_XS: typing.ClassVar[GGMLType]
-    IQ2_XXS: typing.ClassVar[GGMLType]
-    IQ3_S: typing.ClassVar[GGMLType]
-    IQ3_XXS: typing.ClassVar[GGMLType]
-    IQ4_NL: typing.ClassVar[GGMLType]
-    IQ4_XS: typing.ClassVar[GGMLType]
-    MXFP4: typing.ClassVar[GGMLType]
-    NVFP4: typing.ClassVar[GGMLType]
-    Q1_0: typing.ClassVar[GGMLType]
-    Q2_0: typing.ClassVar[GGMLType]
-    Q2_K: typing.ClassVar[GGMLType]
-    Q3_K: typing.ClassVar[GGMLType]
-    Q4_0: typing.ClassVar[GGMLType]
-    Q4_1: typing.ClassVar[GGMLType]
-    Q4_K: typing.ClassVar[GGMLType]
-    Q5_0: typing.ClassVar[GGMLType]
-    Q5_1: typing.ClassVar[GGMLType]
-    Q5_K: typing.ClassVar[GGMLType]
-    Q6_K: typing.ClassVar[GGMLType]
-    Q8_0: typing.ClassVar[GGMLType]
-    Q8_1: typing.ClassVar[GGMLType]
-    Q8_K: typing.ClassVar[GGMLType]
-    TQ1_0: typing.ClassVar[GGMLType]
-    TQ2_0: typing.ClassVar[GGMLType]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
+    """ggml tensor data types (KV cache types, quantization)."""
+    F32 = 0
+    F16 = 1
+    Q4_0 = 2
+    Q4_1 = 3
+    Q5_0 = 6
+    Q5_1 = 7
+    Q8_0 = 8
+    Q8_1 = 9
+    Q2_K = 10
+    Q3_K = 11
+    Q4_K = 12
+    Q5_K = 13
+    Q6_K = 14
+    Q8_K = 15
+    IQ2_XXS = 16
+    IQ2_XS = 17
+    IQ3_XXS = 18
+    IQ1_S = 19
+    IQ4_NL = 20
+    IQ3_S = 21
+    IQ2_S = 22
+    IQ4_XS = 23
+    I8 = 24
+    I16 = 25
+    I32 = 26
+    I64 = 27
+    F64 = 28
+    IQ1_M = 29
+    BF16 = 30
+    TQ1_0 = 34
+    TQ2_0 = 35
+    MXFP4 = 39
+    NVFP4 = 40
+    Q1_0 = 41
+    Q2_0 = 42
+    COUNT = 43
+
+class LoadMode(enum.IntEnum):
+    """How model weights are read from disk."""
+    AUTO = -1
+    NONE = 0
+    MMAP = 1
+    MLOCK = 2
+    MMAP_MLOCK = 3
+    DIRECT_IO = 4
+
 class NumaStrategy(enum.IntEnum):
-    """
-    NUMA placement of compute threads.
-    """
-    DISABLED: typing.ClassVar[NumaStrategy]
-    DISTRIBUTE: typing.ClassVar[NumaStrategy]
-    ISOLATE: typing.ClassVar[NumaStrategy]
-    MIRROR: typing.ClassVar[NumaStrategy]
-    NUMACTL: typing.ClassVar[NumaStrategy]
-    @classmethod
-    def __new__(cls, value):
-        ...
-    def __format__(self, format_spec):
-        ...
+    """NUMA placement of compute threads."""
+    DISABLED = 0
+    DISTRIBUTE = 1
+    ISOLATE = 2
+    NUMACTL = 3
+    MIRROR = 4
+
+class PoolingType(enum.IntEnum):
+    """How embeddings are pooled per sequence."""
+    UNSPECIFIED = -1
+    NONE = 0
+    MEAN = 1
+    CLS = 2
+    LAST = 3
+    RANK = 4
+
+class RopeScalingType(enum.IntEnum):
+    """RoPE context scaling."""
+    UNSPECIFIED = -1
+    NONE = 0
+    LINEAR = 1
+    YARN = 2
+    LONGROPE = 3
+
+class RopeType(enum.IntEnum):
+    """RoPE variant a model uses."""
+    NONE = -1
+    NORM = 0
+    NEOX = 2
+    MROPE = 8
+    IMROPE = 40
+    VISION = 24
+
+class SplitMode(enum.IntEnum):
+    """How a model is split across GPUs."""
+    NONE = 0
+    LAYER = 1
+    ROW = 2
+    TENSOR = 3
+
+class TokenAttr(enum.IntFlag):
+    """Attribute flags of a vocabulary token."""
+    UNKNOWN = 1
+    UNUSED = 2
+    NORMAL = 4
+    CONTROL = 8
+    USER_DEFINED = 16
+    BYTE = 32
+    NORMALIZED = 64
+    LSTRIP = 128
+    RSTRIP = 256
+    SINGLE_WORD = 512
+
+class VocabType(enum.IntEnum):
+    """Tokenizer family of a vocabulary."""
+    NONE = 0
+    SPM = 1
+    BPE = 2
+    WPM = 3
+    UGM = 4
+    RWKV = 5
+    PLAMO2 = 6
+    TEST = 7
 class Vocab:
     """
     A model's vocabulary: special tokens, token texts and attributes, tokenization. It keeps

@@ -15,12 +15,34 @@ def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
 
 
-def test_readme_python_example_runs(smollm2_path: Path) -> None:
-    (code,) = [b for b in blocks("python") if "import llamabind" in b]
+def run_python(code: str) -> list[str]:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    assert proc.stderr == "", "a README example printed to stderr"
+    return proc.stdout.strip().splitlines()
+
+
+def test_readme_has_the_python_examples() -> None:
+    assert len(blocks("python")) == 3
+
+
+def test_readme_low_level_example_runs(smollm2_path: Path) -> None:
+    (code,) = [b for b in blocks("python") if "import llamabind as lb" in b]
+    lines = run_python(code)
     assert len(lines) >= 2 and lines[-1] == "(49152,) False"
+
+
+def test_readme_drop_in_example_runs(smollm2_path: Path) -> None:
+    (code,) = [b for b in blocks("python") if "was: from llama_cpp import Llama" in b]
+    lines = run_python(code)
+    assert "Paris" in lines[0] and "'completion_tokens'" in lines[0]
+    assert len(lines) == 3 and all(line.strip() for line in lines)
+
+
+def test_readme_async_example_runs(smollm2_path: Path) -> None:
+    (code,) = [b for b in blocks("python") if "asyncio.run(main())" in b]
+    lines = run_python(code)
+    assert lines and lines[0].strip()
 
 
 def test_readme_cpp_example_compiles_and_runs(native_build, smollm2_path: Path, tmp_path: Path) -> None:

@@ -1,0 +1,84 @@
+"""Tokenizer objects with llama-cpp-python's interface (``Llama(tokenizer=...)``)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .llama import Llama
+
+
+class BaseLlamaTokenizer(abc.ABC):
+    """What Llama needs from a custom tokenizer."""
+
+    @abc.abstractmethod
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Text to token ids."""
+
+    @abc.abstractmethod
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
+                   special: bool = False) -> bytes:
+        """Token ids to bytes; with prev_tokens, only the text the tokens add after them."""
+
+
+class LlamaTokenizer(BaseLlamaTokenizer):
+    """The model's own tokenizer, bound to a Llama (what Llama.tokenizer() returns)."""
+
+    def __init__(self, llama: Llama) -> None:
+        self.llama = llama
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
+        return self.llama._vocab.tokenize(text, add_special=add_bos, parse_special=special)  # ClosedError once closed
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
+                   special: bool = False) -> bytes:
+        vocab = self.llama._vocab
+        if prev_tokens:
+            before = vocab.detokenize(list(prev_tokens), unparse_special=special)
+            both = vocab.detokenize(list(prev_tokens) + list(tokens), unparse_special=special)
+            return both[len(before):] if both.startswith(before) else both
+        return vocab.detokenize(list(tokens), unparse_special=special)
+
+    def encode(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
+        return self.tokenize(text.encode("utf-8", errors="ignore"), add_bos=add_bos, special=special)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self.detokenize(tokens).decode("utf-8", errors="ignore")
+
+    @classmethod
+    def from_ggml_file(cls, path: str) -> LlamaTokenizer:
+        """A tokenizer from a GGUF file's vocabulary alone (no weights are loaded)."""
+        from .llama import Llama
+
+        return cls(Llama(model_path=path, vocab_only=True, verbose=False))
+
+
+class LlamaHFTokenizer(BaseLlamaTokenizer):
+    """Wraps a Hugging Face `transformers` tokenizer (needs transformers)."""
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        self.hf_tokenizer = hf_tokenizer
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
+        ids = self.hf_tokenizer.encode(text.decode("utf-8", errors="ignore"), add_special_tokens=special)
+        return [int(t) for t in ids]
+
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
+                   special: bool = False) -> bytes:
+        skip = not special
+        if prev_tokens:
+            before = self.hf_tokenizer.decode(list(prev_tokens), skip_special_tokens=skip).encode("utf-8", "ignore")
+            both = self.hf_tokenizer.decode(list(prev_tokens) + list(tokens), skip_special_tokens=skip)
+            both_b = str(both).encode("utf-8", "ignore")
+            return both_b[len(before):]
+        return str(self.hf_tokenizer.decode(list(tokens), skip_special_tokens=skip)).encode("utf-8", "ignore")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str) -> LlamaHFTokenizer:
+        try:
+            from transformers import AutoTokenizer  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise ImportError("LlamaHFTokenizer needs transformers: pip install transformers") from exc
+        return cls(AutoTokenizer.from_pretrained(pretrained_model_name_or_path))
