@@ -33,7 +33,7 @@ from typing import Any, Union, cast
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _core, _tools
 from ._core import (
     DEFAULT_SEED,
     AbortedError,
@@ -950,22 +950,36 @@ class Llama:
                 repeat_penalty=repeat_penalty, tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
                 mirostat_eta=mirostat_eta, model=model, logits_processor=logits_processor, grammar=grammar,
                 logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs)
-        formatted = self._chat_formatter()(messages=messages, functions=functions, function_call=function_call,
-                                           tools=tools, tool_choice=tool_choice)
+        tools, tool_choice, legacy = _tools.normalize(tools, tool_choice, functions, function_call)
+        tool_plan = _tools.plan(tools, tool_choice) if grammar is None and response_format is None else None
+        if tool_plan is not None and not _tools.template_renders_tools(self._template_source()):
+            messages = _tools.with_system_prompt(messages, _tools.system_prompt(tools, tool_plan.forced))
+        formatted = self._chat_formatter()(messages=messages, tools=tools or None, tool_choice=tool_choice)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if formatted.stop:
             stops += [formatted.stop] if isinstance(formatted.stop, str) else list(formatted.stop)
         if response_format is not None and grammar is None:
             grammar = _grammar_for_response_format(response_format)
+        if tool_plan is not None:
+            grammar = tool_plan.grammar
         prompt_tokens = self._chat_prompt_tokens(formatted.prompt)
         chunks = self._create_completion(
             prompt_tokens, None, max_tokens, temperature, top_p, min_p, typical_p,
             (top_logprobs or 0) if logprobs else None, False, stops, frequency_penalty, presence_penalty,
             repeat_penalty, top_k, True, seed, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, model,
             formatted.stopping_criteria, logits_processor, grammar, logit_bias, sampling, cancel)
+        if tool_plan is not None:
+            response = _chat_with_tools(_chat_collect(chunks, bool(logprobs)), tool_plan.forced, legacy)
+            return _chat_response_as_stream(response) if stream else response
         if stream:
             return _chat_stream(chunks, bool(logprobs))
         return _chat_collect(chunks, bool(logprobs))
+
+    def _template_source(self) -> str | None:
+        if self.chat_format is not None:
+            return None
+        template: str | None = self._model.chat_template()
+        return template
 
     def _chat_prompt_tokens(self, prompt: str) -> list[int]:
         """Chat prompts carry their special tokens as text; BOS is added only if the
@@ -1169,6 +1183,41 @@ def _chat_stream(chunks: Iterator[dict[str, Any]], with_logprobs: bool) -> Itera
         if choice["finish_reason"] is not None:
             yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
                                         "finish_reason": choice["finish_reason"]}]}
+
+
+def _chat_with_tools(response: dict[str, Any], forced: bool, legacy: bool) -> dict[str, Any]:
+    """Turns a reply that calls tools into tool_calls (or a legacy function_call)."""
+    choice = response["choices"][0]
+    content, calls = _tools.parse(choice["message"]["content"] or "", forced)
+    if not calls:
+        return response
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if legacy:
+        message["function_call"] = dict(calls[0]["function"])
+        choice["finish_reason"] = "function_call"
+    else:
+        message["tool_calls"] = calls
+        choice["finish_reason"] = "tool_calls"
+    choice["message"] = message
+    return response
+
+
+def _chat_response_as_stream(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The chunks of a finished chat response (tool calls are parsed from the whole reply)."""
+    base = {k: response[k] for k in ("id", "model", "created")} | {"object": "chat.completion.chunk"}
+    choice = response["choices"][0]
+    message = choice["message"]
+    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None}]}
+    if message.get("content"):
+        yield {**base, "choices": [{"index": 0, "delta": {"content": message["content"]}, "logprobs": None,
+                                    "finish_reason": None}]}
+    for i, call in enumerate(message.get("tool_calls") or []):
+        yield {**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, **call}]}, "logprobs": None,
+                                    "finish_reason": None}]}
+    if message.get("function_call"):
+        yield {**base, "choices": [{"index": 0, "delta": {"function_call": message["function_call"]},
+                                    "logprobs": None, "finish_reason": None}]}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}]}
 
 
 async def _run_in_thread(fn: Callable[[], Any], token: threading.Event | None, llama: Llama) -> Any:

@@ -739,7 +739,8 @@ class LlamaGrammar:
     given; without one, llama.cpp checks them when a sampler is built."""
 
     def __init__(self, grammar: str, root: str = "root", *, vocab: Vocab | Model | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, lazy_patterns: tuple[str, ...] = (),
+                 lazy_tokens: tuple[int, ...] = ()) -> None:
         if not isinstance(grammar, str):
             raise TypeError(f"grammar must be str, got {type(grammar).__name__}")
         if not isinstance(root, str):
@@ -759,6 +760,11 @@ class LlamaGrammar:
                 logger.warning("grammar line %d, column %d: %s", line, column, message)
         self.grammar = grammar
         self.root = root
+        # A lazy grammar only constrains the output once a trigger appears: a regex whose first
+        # group starts the constrained text (matched against the whole output so far), or a
+        # token id. Without triggers the grammar applies from the first token.
+        self.lazy_patterns = tuple(lazy_patterns)
+        self.lazy_tokens = tuple(int(t) for t in lazy_tokens)
         self._rules = parser.rules
         self._root_id = parser.symbol_ids[root]
         self._names = [n for n in parser.symbol_ids if "_" not in n]

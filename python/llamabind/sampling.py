@@ -99,7 +99,11 @@ class SamplingParams:
         for token in history:
             chain.accept(int(token))
         if self.grammar is not None:
-            chain.add_grammar(vocab, self.grammar.grammar, self.grammar.root)
+            g = self.grammar
+            if g.lazy_patterns or g.lazy_tokens:
+                chain.add_grammar_lazy(vocab, g.grammar, g.root, list(g.lazy_patterns), list(g.lazy_tokens))
+            else:
+                chain.add_grammar(vocab, g.grammar, g.root)
         if self.temperature <= 0.0:
             chain.add_greedy()
             return chain
