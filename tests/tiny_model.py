@@ -142,12 +142,14 @@ def copy_gguf(
     *,
     split_max_tensors: int = 0,
     replace_tensors: dict[str, np.ndarray] | None = None,
+    set_uint32: dict[str, int] | None = None,
 ) -> list[Path]:
     """Rewrites the GGUF file ``src`` as ``dst`` key by key and tensor by tensor with the gguf
     writer. With ``split_max_tensors > 0`` the writer splits the model into files named
     ``<dst stem>-0000i-of-0000n.gguf`` (its ``SHARD_NAME_FORMAT``) that carry the ``split.*``
     keys llama.cpp's loader reads. ``replace_tensors`` swaps in new data (same shape, f32) for
-    the named tensors. Returns the written paths, first split first.
+    the named tensors; ``set_uint32`` adds or replaces uint32 metadata keys. Returns the
+    written paths, first split first.
 
         parts = copy_gguf(tiny_path, tmp_path / "tiny.gguf", split_max_tensors=8)
     """
@@ -158,9 +160,11 @@ def copy_gguf(
     writer = gguf.GGUFWriter(Path(dst), arch, split_max_tensors=split_max_tensors)
     for key, field in reader.fields.items():
         # GGUF.* are header pseudo-fields; the writer adds general.architecture itself.
-        if key.startswith("GGUF.") or key == "general.architecture":
+        if key.startswith("GGUF.") or key == "general.architecture" or key in (set_uint32 or {}):
             continue
         _copy_field(writer, field)
+    for key, value in (set_uint32 or {}).items():
+        writer.add_uint32(key, value)
     replace_tensors = replace_tensors or {}
     for tensor in reader.tensors:
         if tensor.name in replace_tensors:

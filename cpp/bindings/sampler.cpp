@@ -171,7 +171,7 @@ Every add_* returns the chain. Samplers that read a vocabulary take a Vocab or a
         .def("add_penalties", &SamplerChain::add_penalties, py::arg("n_vocab"), py::arg("last_n") = 64,
              py::arg("repeat") = 1.0f, py::arg("freq") = 0.0f, py::arg("present") = 0.0f,
              py::return_value_policy::reference_internal,
-             "Repetition, frequency and presence penalties over the last last_n tokens (-1: the context).")
+             "Repetition, frequency and presence penalties over the last last_n tokens (0 disables).")
         .def(
             "add_dry",
             [](SamplerChain & self, const py::handle & vocab, float multiplier, float base, int32_t allowed_length,
@@ -181,8 +181,9 @@ Every add_* returns the chain. Samplers that read a vocabulary take a Vocab or a
                                     to_strings(seq_breakers, "SamplerChain.add_dry"));
             },
             py::arg("vocab"), py::arg("multiplier") = 0.8f, py::arg("base") = 1.75f, py::arg("allowed_length") = 2,
-            py::arg("penalty_last_n") = -1, py::arg("seq_breakers") = std::vector<std::string>{"\n", ":", "\"", "*"},
-            py::return_value_policy::reference_internal, "DRY (don't repeat yourself) penalty.")
+            py::arg("penalty_last_n") = 64, py::arg("seq_breakers") = std::vector<std::string>{"\n", ":", "\"", "*"},
+            py::return_value_policy::reference_internal,
+            "DRY (don't repeat yourself) penalty over the last penalty_last_n tokens (0 disables).")
         .def("add_adaptive_p", &SamplerChain::add_adaptive_p, py::arg("target"), py::arg("decay") = 0.9f,
              py::arg("seed") = LLAMA_DEFAULT_SEED, py::return_value_policy::reference_internal,
              "Adaptive-p: picks tokens near a target probability (selects the token; put it last).")

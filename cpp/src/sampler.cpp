@@ -289,8 +289,11 @@ SamplerChain & SamplerChain::add_grammar_lazy(const Vocab & vocab, const std::st
 
 SamplerChain & SamplerChain::add_penalties(int32_t n_vocab, int32_t last_n, float repeat, float freq, float present) {
     check_n_vocab(n_vocab, "add_penalties");
-    if (last_n < -1) {
-        throw InvalidArgument("[SamplerChain.add_penalties] last_n must be >= -1");
+    if (last_n < 0) {
+        // llama.cpp clamps negatives to 0, which disables the sampler; the caller resolves
+        // "the whole context" to a size.
+        throw InvalidArgument("[SamplerChain.add_penalties] last_n must be >= 0 (0 disables); pass the context "
+                              "size for the whole context");
     }
     if (!(repeat > 0.0f)) {
         throw InvalidArgument("[SamplerChain.add_penalties] repeat penalty must be > 0 (1.0 disables it)");
@@ -305,6 +308,10 @@ SamplerChain & SamplerChain::add_penalties(int32_t n_vocab, int32_t last_n, floa
 SamplerChain & SamplerChain::add_dry(const Vocab & vocab, float multiplier, float base, int32_t allowed_length,
                                      int32_t penalty_last_n, const std::vector<std::string> & seq_breakers) {
     get();
+    if (penalty_last_n < 0) {
+        throw InvalidArgument("[SamplerChain.add_dry] penalty_last_n must be >= 0 (0 disables); pass the context "
+                              "size for the whole context");
+    }
     std::vector<const char *> breakers;
     for (const auto & b : seq_breakers) {
         breakers.push_back(b.c_str());

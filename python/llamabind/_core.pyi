@@ -906,9 +906,9 @@ class SamplerChain:
         """
         Samples from the distribution (seed: reproducible).
         """
-    def add_dry(self, vocab: typing.Any, multiplier: typing.SupportsFloat | typing.SupportsIndex = 0.800000011920929, base: typing.SupportsFloat | typing.SupportsIndex = 1.75, allowed_length: typing.SupportsInt | typing.SupportsIndex = 2, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = -1, seq_breakers: typing.Any = ['\n', ':', '"', '*']) -> SamplerChain:
+    def add_dry(self, vocab: typing.Any, multiplier: typing.SupportsFloat | typing.SupportsIndex = 0.800000011920929, base: typing.SupportsFloat | typing.SupportsIndex = 1.75, allowed_length: typing.SupportsInt | typing.SupportsIndex = 2, penalty_last_n: typing.SupportsInt | typing.SupportsIndex = 64, seq_breakers: typing.Any = ['\n', ':', '"', '*']) -> SamplerChain:
         """
-        DRY (don't repeat yourself) penalty.
+        DRY (don't repeat yourself) penalty over the last penalty_last_n tokens (0 disables).
         """
     def add_grammar(self, vocab: typing.Any, grammar: typing.Any, root: str = 'root') -> SamplerChain:
         """
@@ -939,7 +939,7 @@ class SamplerChain:
         ...
     def add_penalties(self, n_vocab: typing.SupportsInt | typing.SupportsIndex, last_n: typing.SupportsInt | typing.SupportsIndex = 64, repeat: typing.SupportsFloat | typing.SupportsIndex = 1.0, freq: typing.SupportsFloat | typing.SupportsIndex = 0.0, present: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> SamplerChain:
         """
-        Repetition, frequency and presence penalties over the last last_n tokens (-1: the context).
+        Repetition, frequency and presence penalties over the last last_n tokens (0 disables).
         """
     def add_temp(self, t: typing.SupportsFloat | typing.SupportsIndex) -> SamplerChain:
         ...

@@ -533,7 +533,8 @@ class Llama:
 
     def _chain(self, params: SamplingParams, history: Sequence[int]) -> _core.SamplerChain:
         n = params.penalty_last_n if params.penalty_last_n >= 0 else len(history)
-        return params.build(self._model, list(history)[-n:] if n else [], lambda: self.input_ids[: self.n_tokens])
+        return params.build(self._model, list(history)[-n:] if n else [], lambda: self.input_ids[: self.n_tokens],
+                            n_ctx=self._n_ctx)
 
     def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                temp: float = 0.8, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
@@ -930,7 +931,7 @@ class Llama:
                                tool_choice: Any = None, temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40,
                                min_p: float = 0.05, typical_p: float = 1.0, stream: bool = False,
                                stop: str | list[str] | None = [], seed: int | None = None,
-                               response_format: dict[str, Any] | None = None, max_tokens: int | None = None,
+                               response_format: Any = None, max_tokens: int | None = None,
                                presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                                repeat_penalty: float = 1.0, tfs_z: float = 1.0, mirostat_mode: int = 0,
                                mirostat_tau: float = 5.0, mirostat_eta: float = 0.1, model: str | None = None,
@@ -1088,23 +1089,27 @@ def _normalized(v: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
     return v / norm if norm > 0 else v
 
 
-def _grammar_for_response_format(response_format: dict[str, Any]) -> LlamaGrammar | None:
+def _grammar_for_response_format(response_format: Any) -> LlamaGrammar | None:
+    """The grammar a response_format asks for: {"type": "json_object"} (any JSON object),
+    {"type": "json_object", "schema": ...} (llama-cpp-python), {"type": "json_schema",
+    "json_schema": {"schema": ...}} (OpenAI), or a pydantic model class itself."""
+    if isinstance(response_format, type):
+        return LlamaGrammar.from_json_schema(response_format)
+    if not isinstance(response_format, dict):
+        raise TypeError(f"response_format must be a dict or a pydantic model class, got {type(response_format).__name__}")
     kind = response_format.get("type", "text")
     if kind == "text":
         return None
     schema = response_format.get("schema")
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema is None:
+            raise ValueError("response_format type 'json_schema' needs json_schema.schema")
     elif kind != "json_object":
-        raise ValueError(f"unknown response_format type {kind!r}")
+        raise ValueError(f"unknown response_format type {kind!r} (text, json_object or json_schema)")
     if schema is None:
         return LlamaGrammar(JSON_GBNF)
-    from .llama_grammar import LlamaGrammar as _G
-
-    from_schema = getattr(_G, "from_json_schema", None)
-    if from_schema is None:
-        raise NotImplementedError("response_format with a JSON schema is not supported yet")
-    return cast(LlamaGrammar, from_schema(schema))
+    return LlamaGrammar.from_json_schema(schema)
 
 
 def _strip_private(chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

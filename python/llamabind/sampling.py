@@ -74,10 +74,13 @@ class SamplingParams:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
-    def build(self, model: Model, history: Sequence[int] = (), input_ids: Callable[[], npt.NDArray[np.intc]] | None = None) -> SamplerChain:
+    def build(self, model: Model, history: Sequence[int] = (),
+              input_ids: Callable[[], npt.NDArray[np.intc]] | None = None, n_ctx: int | None = None) -> SamplerChain:
         """A fresh SamplerChain for `model`. `history` (usually the prompt) seeds the
         penalty and DRY samplers, as llama.cpp's server does; `input_ids` gives logits
-        processors the tokens so far."""
+        processors the tokens so far; `n_ctx` is what a last_n of -1 ("the whole context")
+        means (default: the model's training context)."""
+        window = n_ctx or model.n_ctx_train
         if self.tfs_z != 1.0:
             logger.warning("tfs_z is ignored: llama.cpp removed tail-free sampling")
         vocab = model.vocab
@@ -90,11 +93,12 @@ class SamplingParams:
             chain.add_custom(_ProcessorSampler(self.logits_processor, input_ids))
         penalties = self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
         if penalties and self.penalty_last_n != 0:
-            chain.add_penalties(n_vocab, self.penalty_last_n, self.repeat_penalty, self.frequency_penalty,
-                                self.presence_penalty)
-        if self.dry_multiplier > 0.0:
+            chain.add_penalties(n_vocab, window if self.penalty_last_n < 0 else self.penalty_last_n,
+                                self.repeat_penalty, self.frequency_penalty, self.presence_penalty)
+        if self.dry_multiplier > 0.0 and self.dry_penalty_last_n != 0:
             chain.add_dry(vocab, self.dry_multiplier, self.dry_base, self.dry_allowed_length,
-                          self.dry_penalty_last_n, list(self.dry_sequence_breakers))
+                          window if self.dry_penalty_last_n < 0 else self.dry_penalty_last_n,
+                          list(self.dry_sequence_breakers))
         # Only the history-aware samplers above see the prompt.
         for token in history:
             chain.accept(int(token))

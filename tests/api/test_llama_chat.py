@@ -5,7 +5,7 @@ seed, custom handlers and chat formats."""
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 import json
 import logging
 from collections.abc import Iterator
@@ -211,7 +211,10 @@ def test_unknown_chat_format_raises(smollm2_path: Path) -> None:
             llm.create_chat_completion(QUESTION, max_tokens=2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openai") is not None, reason="openai is installed")
-def test_openai_v1_needs_the_openai_package(smol: Llama) -> None:
+def test_openai_v1_needs_the_openai_package(smol: Llama, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules makes `import openai` fail as if it were not installed.
+    monkeypatch.setitem(sys.modules, "openai", None)
+    monkeypatch.setitem(sys.modules, "openai.types", None)
+    monkeypatch.setitem(sys.modules, "openai.types.chat", None)
     with pytest.raises(ImportError, match="openai"):
         smol.create_chat_completion_openai_v1(QUESTION, max_tokens=2)
