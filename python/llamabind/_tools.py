@@ -1,14 +1,18 @@
-"""Tool (function) calling for chat completions, independent of the model's training format.
+"""Tool (function) calling for chat completions.
 
-How a call is made:
-- tool_choice "required" or a named function: the whole reply is constrained by a grammar to
-  one JSON object {"name": ..., "arguments": {...}} whose arguments follow the function's
-  parameters schema.
-- tool_choice "auto" (the default when tools are given): the model writes text freely; once
-  it writes ``<tool_call>``, a lazy grammar takes over and holds it to
-  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``.
-If the chat template does not render `tools` itself, the tool list and this format are
-described in a system message. The reply is parsed back into OpenAI `tool_calls`.
+The call format follows the model's chat template when it has one:
+- Hermes / Qwen (``<tool_call>`` in the template): ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``,
+- Llama 3.x (``"parameters": dictionary`` or ``<|python_tag|>``): ``{"name": ..., "parameters": ...}``,
+- Mistral (``[TOOL_CALLS]``): ``[TOOL_CALLS][{"name": ..., "arguments": ...}, ...]``,
+and the Hermes format, described in a system message, for templates that do not render tools
+at all (SmolLM2, Gemma, ...).
+
+How the model is held to it:
+- tool_choice "required" or a named function: a grammar constrains the whole reply to calls
+  whose arguments follow each function's parameters schema.
+- tool_choice "auto" (the default when tools are given): the model writes freely; once its
+  output starts a call (the format's trigger), a lazy grammar takes over.
+The reply is parsed back into OpenAI ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -22,17 +26,40 @@ from typing import Any
 from .json_schema import json_schema_to_gbnf
 from .llama_grammar import LlamaGrammar
 
-OPEN = "<tool_call>"
-CLOSE = "</tool_call>"
-# llama.cpp's lazy grammars match trigger patterns against the whole output so far and feed
-# the grammar from the first group on.
-TRIGGER = r"[\s\S]*?(<tool_call>[\s\S]*)"
+
+@dataclass(frozen=True)
+class ToolFormat:
+    name: str
+    args_key: str  # "arguments" or "parameters"
+    open: str  # text before the calls
+    close: str  # text after each call (Hermes) or after the list (Mistral)
+    trigger: str  # lazy-grammar pattern; its first group starts the constrained text
+    listed: bool  # calls form one JSON array (Mistral)
+
+
+HERMES = ToolFormat("hermes", "arguments", "<tool_call>", "</tool_call>", r"[\s\S]*?(<tool_call>[\s\S]*)", False)
+LLAMA3 = ToolFormat("llama3", "parameters", "", "", r"^\s*((?:<\|python_tag\|>)?\{[\s\S]*)", False)
+MISTRAL = ToolFormat("mistral", "arguments", "[TOOL_CALLS]", "", r"[\s\S]*?(\[TOOL_CALLS\][\s\S]*)", True)
+
+
+def detect_format(template: str | None) -> ToolFormat | None:
+    """The tool format a chat template uses, or None when it does not render tools."""
+    if not template or not re.search(r"\btools\b|\btool_calls\b", template):
+        return None
+    if "[TOOL_CALLS]" in template:
+        return MISTRAL
+    if "<tool_call>" in template:
+        return HERMES
+    if "<|python_tag|>" in template or '"parameters": dictionary' in template:
+        return LLAMA3
+    return HERMES
 
 
 @dataclass
 class ToolPlan:
     grammar: LlamaGrammar
-    forced: bool  # the whole reply is a call (no <tool_call> tags)
+    forced: bool  # the reply must be calls
+    format: ToolFormat
     names: list[str]
 
 
@@ -59,17 +86,22 @@ def _function(tool: dict[str, Any]) -> dict[str, Any]:
     return dict(fn)
 
 
-def plan(tools: list[dict[str, Any]], tool_choice: Any) -> ToolPlan | None:
-    """The grammar for these tools and this choice, or None for tool_choice "none"."""
+def _literal(text: str) -> str:
+    return json.dumps(text)  # GBNF string literals escape like JSON strings
+
+
+def plan(tools: list[dict[str, Any]], tool_choice: Any, fmt: ToolFormat = HERMES) -> ToolPlan | None:
+    """The grammar for these tools, this choice and this format; None for tool_choice "none"."""
     if tool_choice == "none" or not tools:
         return None
     functions = [_function(t) for t in tools]
+    single = False  # one call only (a named function), else parallel calls are allowed
     if isinstance(tool_choice, dict):
         wanted = (tool_choice.get("function") or {}).get("name")
         functions = [f for f in functions if f["name"] == wanted]
         if not functions:
             raise ValueError(f"tool_choice names {wanted!r}, which is not among the tools")
-        forced = True
+        forced = single = True
     elif tool_choice in (None, "auto"):
         forced = False
     elif tool_choice == "required":
@@ -78,32 +110,33 @@ def plan(tools: list[dict[str, Any]], tool_choice: Any) -> ToolPlan | None:
         raise ValueError(f"tool_choice must be 'none', 'auto', 'required' or a named function, got {tool_choice!r}")
     options = [{
         "type": "object",
-        "properties": {"name": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
-        "required": ["name", "arguments"],
+        "properties": {"name": {"const": f["name"]}, fmt.args_key: f.get("parameters") or {"type": "object"}},
+        "required": ["name", fmt.args_key],
         "additionalProperties": False,
     } for f in functions]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     call = re.sub(r"(?<![\w-])root(?![\w-])", "tool-call", json_schema_to_gbnf(schema))
-    if forced:
-        text = "root ::= tool-call\n" + call
+    if fmt.listed:
+        more = "" if single else ' ( "," space tool-call )*'
+        body = f'{_literal(fmt.open)} "[" tool-call{more} "]"'
+    elif fmt.open:
+        one = f'{_literal(fmt.open)} space tool-call space {_literal(fmt.close)}'
+        body = one if single else f"{one} ( space {one} )*"
     else:
-        text = f'root ::= "{OPEN}" space tool-call space "{CLOSE}"\nspace ::= [ \\n]{{0,2}}\n' + call
-    return ToolPlan(LlamaGrammar(text, lazy_patterns=() if forced else (TRIGGER,)), forced,
-                    [f["name"] for f in functions])
+        body = '"<|python_tag|>"? tool-call'
+    text = f"root ::= {body}\nspace ::= [ \\n]{{0,2}}\n{call}"
+    grammar = LlamaGrammar(text, lazy_patterns=() if forced else (fmt.trigger,))
+    return ToolPlan(grammar, forced, fmt, [f["name"] for f in functions])
 
 
 def system_prompt(tools: list[dict[str, Any]], forced: bool) -> str:
-    """Describes the tools for templates that do not render them."""
+    """Describes the tools (in the Hermes format) for templates that do not render them."""
     listing = "\n".join(json.dumps(_function(t), ensure_ascii=False) for t in tools)
-    how = ("Reply with one JSON object: {\"name\": <function name>, \"arguments\": <arguments object>}."
-           if forced else
-           f"To call a function, reply with {OPEN}{{\"name\": <function name>, \"arguments\": <arguments "
-           f"object>}}{CLOSE}. Otherwise answer normally.")
+    how = (f"Reply only with {HERMES.open}{{\"name\": <function name>, \"arguments\": <arguments object>}}"
+           f"{HERMES.close}." if forced else
+           f"To call a function, reply with {HERMES.open}{{\"name\": <function name>, \"arguments\": <arguments "
+           f"object>}}{HERMES.close}. Otherwise answer normally.")
     return f"You can call these functions:\n<tools>\n{listing}\n</tools>\n{how}"
-
-
-def template_renders_tools(template: str | None) -> bool:
-    return bool(template) and re.search(r"\btools\b", template or "") is not None
 
 
 def with_system_prompt(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:
@@ -114,29 +147,89 @@ def with_system_prompt(messages: list[dict[str, Any]], prompt: str) -> list[dict
     return [{"role": "system", "content": prompt}, *messages]
 
 
-def parse(text: str, forced: bool) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content, tool_calls) from a reply."""
-    calls: list[dict[str, Any]] = []
-    if forced:
-        blobs, content = [text], None
-    else:
-        at = text.find(OPEN)
-        if at < 0:
-            return text, []
-        content = text[:at].strip() or None
-        blobs = re.findall(re.escape(OPEN) + r"\s*(.*?)\s*(?:" + re.escape(CLOSE) + r"|$)", text[at:], flags=re.S)
-    for blob in blobs:
+def _arguments_object(arguments: Any) -> Any:
+    if isinstance(arguments, str):
         try:
-            call = json.loads(blob)
+            return json.loads(arguments)
         except json.JSONDecodeError:
-            continue  # cut off by max_tokens; the text stays in content
-        if isinstance(call, dict) and isinstance(call.get("name"), str):
+            return arguments
+    return arguments
+
+
+def prepare_messages(messages: list[dict[str, Any]], renders_tools: bool) -> list[dict[str, Any]]:
+    """Messages of a conversation with tool calls and results, ready for a template.
+
+    Templates that render tools get the OpenAI messages with each call's JSON-string
+    arguments decoded (Hugging Face templates expect an object). Others get the calls written
+    into the assistant's text in the Hermes format and every content as a string."""
+    out = []
+    for message in messages:
+        m = dict(message)
+        calls = m.get("tool_calls")
+        if calls:
+            if renders_tools:
+                m["tool_calls"] = [
+                    {**c, "function": {**c["function"], "arguments": _arguments_object(c["function"].get("arguments"))}}
+                    for c in calls]
+            else:
+                text = "".join(
+                    f"{HERMES.open}{json.dumps({'name': c['function']['name'], 'arguments': _arguments_object(c['function'].get('arguments'))}, ensure_ascii=False)}{HERMES.close}"
+                    for c in calls)
+                m.pop("tool_calls")
+                m["content"] = f"{m.get('content') or ''}{text}"
+        if not renders_tools and m.get("content") is None:
+            m["content"] = ""
+        out.append(m)
+    return out
+
+
+def _calls_from(objects: list[Any], args_key: str) -> list[dict[str, Any]]:
+    calls = []
+    for obj in objects:
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            arguments = obj.get(args_key, obj.get("arguments", {}))
             calls.append({
                 "id": f"call_{uuid.uuid4().hex[:24]}",
                 "type": "function",
-                "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}),
-                                                                          ensure_ascii=False)},
+                "function": {"name": obj["name"], "arguments": json.dumps(arguments, ensure_ascii=False)},
             })
+    return calls
+
+
+def _json_prefix(text: str) -> Any:
+    """The JSON value at the start of text (ignoring what follows), or None."""
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text.lstrip())
+        return value
+    except json.JSONDecodeError:
+        return None
+
+
+def parse(text: str, fmt: ToolFormat = HERMES) -> tuple[str | None, list[dict[str, Any]]]:
+    """(content, tool_calls) from a reply; text that is not a complete call stays content."""
+    if fmt.listed:
+        at = text.find(fmt.open)
+        body = text[at + len(fmt.open):] if at >= 0 else text.lstrip()
+        if at < 0 and not body.startswith("[{"):
+            return text, []
+        value = _json_prefix(body)
+        calls = _calls_from(value if isinstance(value, list) else [], fmt.args_key)
+        content = text[:at].strip() if at >= 0 else ""
+    elif fmt.open:
+        at = text.find(fmt.open)
+        if at < 0:
+            return text, []
+        blobs = re.findall(re.escape(fmt.open) + r"\s*(.*?)\s*(?:" + re.escape(fmt.close) + r"|$)", text[at:], flags=re.S)
+        calls = _calls_from([_json_prefix(b) for b in blobs], fmt.args_key)
+        content = text[:at].strip()
+    else:
+        body = text.lstrip()
+        if body.startswith("<|python_tag|>"):
+            body = body[len("<|python_tag|>"):]
+        if not body.startswith("{"):
+            return text, []
+        calls = _calls_from([_json_prefix(body)], fmt.args_key)
+        content = ""
     if not calls:
         return text, []
-    return content, calls
+    return content or None, calls

@@ -952,8 +952,12 @@ class Llama:
                 mirostat_eta=mirostat_eta, model=model, logits_processor=logits_processor, grammar=grammar,
                 logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs)
         tools, tool_choice, legacy = _tools.normalize(tools, tool_choice, functions, function_call)
-        tool_plan = _tools.plan(tools, tool_choice) if grammar is None and response_format is None else None
-        if tool_plan is not None and not _tools.template_renders_tools(self._template_source()):
+        template_format = _tools.detect_format(self._template_source())
+        tool_format = template_format or _tools.HERMES
+        tool_plan = (_tools.plan(tools, tool_choice, tool_format)
+                     if grammar is None and response_format is None else None)
+        messages = _tools.prepare_messages(messages, renders_tools=template_format is not None)
+        if tool_plan is not None and template_format is None:
             messages = _tools.with_system_prompt(messages, _tools.system_prompt(tools, tool_plan.forced))
         formatted = self._chat_formatter()(messages=messages, tools=tools or None, tool_choice=tool_choice)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -970,7 +974,7 @@ class Llama:
             repeat_penalty, top_k, True, seed, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, model,
             formatted.stopping_criteria, logits_processor, grammar, logit_bias, sampling, cancel)
         if tool_plan is not None:
-            response = _chat_with_tools(_chat_collect(chunks, bool(logprobs)), tool_plan.forced, legacy)
+            response = _chat_with_tools(_chat_collect(chunks, bool(logprobs)), tool_plan.format, legacy)
             return _chat_response_as_stream(response) if stream else response
         if stream:
             return _chat_stream(chunks, bool(logprobs))
@@ -1190,10 +1194,10 @@ def _chat_stream(chunks: Iterator[dict[str, Any]], with_logprobs: bool) -> Itera
                                         "finish_reason": choice["finish_reason"]}]}
 
 
-def _chat_with_tools(response: dict[str, Any], forced: bool, legacy: bool) -> dict[str, Any]:
+def _chat_with_tools(response: dict[str, Any], fmt: _tools.ToolFormat, legacy: bool) -> dict[str, Any]:
     """Turns a reply that calls tools into tool_calls (or a legacy function_call)."""
     choice = response["choices"][0]
-    content, calls = _tools.parse(choice["message"]["content"] or "", forced)
+    content, calls = _tools.parse(choice["message"]["content"] or "", fmt)
     if not calls:
         return response
     message: dict[str, Any] = {"role": "assistant", "content": content}

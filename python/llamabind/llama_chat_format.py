@@ -803,11 +803,12 @@ class Jinja2ChatFormatter:
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             "add_generation_prompt": self.add_generation_prompt,
-            "functions": functions,
-            "function_call": function_call,
             "tools": tools,
-            "tool_choice": tool_choice,
         }
+        # As in apply_chat_template, an argument not given stays undefined in the template
+        # (firefunction v2 concatenates `functions`: UndefinedError, not a TypeError on None).
+        optional = {"functions": functions, "function_call": function_call, "tool_choice": tool_choice}
+        variables.update((name, value) for name, value in optional.items() if value is not None)
         variables.update(kwargs)
         prompt = _render(self._compiled, variables, self.limits)
         return ChatFormatterResponse(

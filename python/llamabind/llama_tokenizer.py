@@ -78,7 +78,7 @@ class LlamaHFTokenizer(BaseLlamaTokenizer):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str) -> LlamaHFTokenizer:
         try:
-            from transformers import AutoTokenizer  # type: ignore[import-not-found]
+            from transformers import AutoTokenizer
         except ImportError as exc:
             raise ImportError("LlamaHFTokenizer needs transformers: pip install transformers") from exc
         return cls(AutoTokenizer.from_pretrained(pretrained_model_name_or_path))

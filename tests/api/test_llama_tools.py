@@ -4,6 +4,7 @@ parameters (the independent reference) on SmolLM2."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import jsonschema
 import numpy as np
 import pytest
 
-from llamabind import Llama
+from llamabind import Llama, _tools
+from llamabind.llama_chat_format import render_chat_template
 from testutil import N_THREADS
 
 WEATHER = {
@@ -53,7 +55,7 @@ def check_call(call: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, A
 
 
 def test_named_tool_choice_forces_a_valid_call(llm: Llama) -> None:
-    out = llm.create_chat_completion(ASK, tools=[WEATHER, TIME], temperature=0, max_tokens=80,
+    out = llm.create_chat_completion(ASK, tools=[WEATHER, TIME], temperature=0, max_tokens=120,
                                      tool_choice={"type": "function", "function": {"name": "get_weather"}})
     choice = out["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -63,16 +65,21 @@ def test_named_tool_choice_forces_a_valid_call(llm: Llama) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_required_tool_choice_picks_one_of_the_tools(llm: Llama, seed: int) -> None:
+def test_required_tool_choice_makes_valid_calls(llm: Llama, seed: int) -> None:
+    """"required" allows parallel calls; each must name a tool and fit its parameters."""
     out = llm.create_chat_completion(ASK, tools=[WEATHER, TIME], tool_choice="required", temperature=0.9,
-                                     seed=seed, max_tokens=80)
-    (call,) = out["choices"][0]["message"]["tool_calls"]
-    check_call(call, [WEATHER, TIME])
+                                     seed=seed, max_tokens=120)
+    calls = out["choices"][0]["message"]["tool_calls"]
+    assert calls
+    for call in calls:
+        check_call(call, [WEATHER, TIME])
+    assert len({c["id"] for c in calls}) == len(calls)
     assert out["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_tool_call_ids_are_unique(llm: Llama) -> None:
-    ids = {llm.create_chat_completion(ASK, tools=[WEATHER], tool_choice="required", temperature=0,
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    ids = {llm.create_chat_completion(ASK, tools=[WEATHER], tool_choice=named, temperature=0,
                                       max_tokens=80)["choices"][0]["message"]["tool_calls"][0]["id"]
            for _ in range(2)}
     assert len(ids) == 2
@@ -112,8 +119,9 @@ def test_auto_mode_grammar_takes_over_after_the_trigger(llm: Llama) -> None:
                                      logits_processor=[ForcePrefix(opener, prompt_tokens)])
     choice = out["choices"][0]
     assert choice["finish_reason"] == "tool_calls", choice
-    (call,) = choice["message"]["tool_calls"]
-    check_call(call, [WEATHER])
+    assert choice["message"]["tool_calls"]
+    for call in choice["message"]["tool_calls"]:
+        check_call(call, [WEATHER])
 
 
 def test_legacy_functions_give_a_function_call(llm: Llama) -> None:
@@ -127,7 +135,8 @@ def test_legacy_functions_give_a_function_call(llm: Llama) -> None:
 
 
 def test_streamed_tool_call_has_the_chunk_shape(llm: Llama) -> None:
-    chunks = list(llm.create_chat_completion(ASK, tools=[WEATHER], tool_choice="required", temperature=0,
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    chunks = list(llm.create_chat_completion(ASK, tools=[WEATHER], tool_choice=named, temperature=0,
                                              max_tokens=80, stream=True))
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
@@ -150,3 +159,59 @@ def test_bad_tool_choices_raise(llm: Llama) -> None:
         llm.create_chat_completion(ASK, tools=[WEATHER], tool_choice="sometimes")
     with pytest.raises(ValueError, match="unsupported tool"):
         llm.create_chat_completion(ASK, tools=[{"type": "retrieval"}], tool_choice="required")
+
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "extern" / "llama.cpp" / "models" / "templates"
+CALLED = [{"id": "call00001", "type": "function",  # Mistral templates want 9 alphanumerics
+           "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]
+
+
+@pytest.mark.parametrize(("template", "fmt"), [
+    ("Qwen-Qwen2.5-7B-Instruct.jinja", _tools.HERMES),
+    ("NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", _tools.HERMES),
+    ("meta-llama-Llama-3.3-70B-Instruct.jinja", _tools.LLAMA3),
+    ("mistralai-Mistral-Nemo-Instruct-2407.jinja", _tools.MISTRAL),
+])
+def test_template_formats_round_trip(template: str, fmt: _tools.ToolFormat) -> None:
+    """The model's own format is detected from its template, and a call written by the
+    template itself (the reference for what the model was trained to emit) parses back."""
+    source = (TEMPLATES / template).read_text()
+    assert _tools.detect_format(source) is fmt
+    history = [{"role": "user", "content": "Weather in Paris?"}]
+    before = render_chat_template(source, _tools.prepare_messages(history, True), tools=[WEATHER],
+                                  add_generation_prompt=True, bos_token="<s>", eos_token="</s>")
+    after = render_chat_template(
+        source, _tools.prepare_messages([*history, {"role": "assistant", "content": None, "tool_calls": CALLED}], True),
+        tools=[WEATHER], add_generation_prompt=False, bos_token="<s>", eos_token="</s>")
+    common = len(os.path.commonprefix([before, after]))
+    reply = after[common:]
+    for end in ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "</s>"):
+        reply = reply.split(end)[0]
+    content, calls = _tools.parse(reply, fmt)
+    assert [c["function"]["name"] for c in calls] == ["get_weather"], reply
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris", "unit": "celsius"}
+
+
+@pytest.mark.parametrize("fmt", [_tools.HERMES, _tools.LLAMA3, _tools.MISTRAL], ids=lambda f: f.name)
+def test_each_format_constrains_smollm2(llm: Llama, fmt: _tools.ToolFormat) -> None:
+    """The grammar of each format holds even an untrained model to well-formed calls."""
+    plan = _tools.plan([WEATHER, TIME], "required", fmt)
+    assert plan is not None
+    prompt = "User: What is the weather in Paris, in celsius? Call a function.\nAssistant: "
+    text = llm.create_completion(prompt, grammar=plan.grammar, temperature=0, max_tokens=120)["choices"][0]["text"]
+    content, calls = _tools.parse(text, fmt)
+    assert calls, text
+    for call in calls:
+        check_call(call, [WEATHER, TIME])
+
+
+def test_multi_turn_with_a_tool_result_continues(llm: Llama) -> None:
+    """A tool result fed back renders (SmolLM2's template knows no tools: the call is written
+    into the assistant turn) and the model answers in text."""
+    conversation = [*ASK, {"role": "assistant", "content": None, "tool_calls": CALLED},
+                    {"role": "tool", "tool_call_id": "call00001", "name": "get_weather", "content": "22 C, sunny"}]
+    out = llm.create_chat_completion(conversation, tools=[WEATHER], tool_choice="none", temperature=0, max_tokens=24)
+    assert out["choices"][0]["message"]["content"]
+    rendered = render_chat_template((TEMPLATES / "Qwen-Qwen2.5-7B-Instruct.jinja").read_text(),
+                                    _tools.prepare_messages(conversation, True), tools=[WEATHER])
+    assert "22 C, sunny" in rendered and "<tool_response>" in rendered and '"city": "Paris"' in rendered
