@@ -760,7 +760,8 @@ class Jinja2ChatFormatter:
         fmt(messages=[{"role": "user", "content": "Hi"}]).prompt
 
     Messages, tools and extra keyword arguments reach the template unchanged (content given as
-    a list of parts, assistant ``tool_calls``, ``tool`` messages). The response stops at
+    a list of parts, assistant ``tool_calls``, ``tool`` messages); ``functions``, ``function_call``
+    and ``tool_choice`` are defined in the template only when given. The response stops at
     ``eos_token`` and, when ``stop_token_ids`` are given, at any of those tokens; its
     ``added_special`` is True because the template writes whatever BOS the model wants.
     ``add_generation_prompt`` may also be passed per call. The template compiles once (when

@@ -16,7 +16,7 @@ import types
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jinja2
 import pytest
@@ -30,9 +30,10 @@ TEMPLATES = sorted(TEMPLATE_DIR.glob("*.jinja"))
 
 # Generic texts rather than each family's own: the renderers pass them through untouched, and
 # distinct markers show where each template puts them.
-SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}
+BOS = "<s>"
+EOS = "</s>"
 
-TOOLS = [
+TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
@@ -97,14 +98,14 @@ ARGUMENTS_AS_JSON_STRING = frozenset({"meetkai-functionary-medium-v3.2"})
 NINE_CHARACTER_CALL_IDS = frozenset({"Mistral-Small-3.2-24B-Instruct-2506", "mistralai-Mistral-Nemo-Instruct-2407"})
 
 # A clock both renderers read (strftime_now calls datetime.now() in each): templates that print
-# today's date then render the same text whatever the day, and the date is checked to be this one.
-FROZEN_NOW = datetime.datetime(2031, 3, 7, 9, 30)
-
-
+# today's date render the same text whatever the day, and the summary checks they print this one.
 class _FrozenClock(datetime.datetime):
     @classmethod
-    def now(cls, tz: datetime.tzinfo | None = None) -> datetime.datetime:
-        return FROZEN_NOW
+    def now(cls, tz: datetime.tzinfo | None = None) -> _FrozenClock:
+        return cls(2031, 3, 7, 9, 30)
+
+
+FROZEN_YEAR = "2031"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -133,8 +134,18 @@ def messages_for(template: str, kind: str) -> list[dict[str, Any]]:
     return messages
 
 
+class Case(NamedTuple):
+    template: Path
+    kind: str
+    add_generation_prompt: bool
+
+    @property
+    def id(self) -> str:
+        return f"{self.template.stem}-{self.kind}-{'gen' if self.add_generation_prompt else 'nogen'}"
+
+
 CASES = [
-    pytest.param(path, kind, add_generation_prompt, id=f"{path.stem}-{kind}-{'gen' if add_generation_prompt else 'nogen'}")
+    Case(path, kind, add_generation_prompt)
     for path in TEMPLATES
     for kind in CONVERSATIONS
     if kind != "tools" or supports_tools(path.read_text())
@@ -143,14 +154,15 @@ CASES = [
 
 
 class Outcome(NamedTuple):
-    status: str  # "rendered": equal prompts; "both raise": same failure; "mismatch"
+    status: str  # "equal": the same prompt; "both raise": the same failure; "mismatch"
     detail: str
     prompt: str | None
 
 
 def _first_difference(ours: str, ref: str) -> str:
     at = next((i for i, (a, b) in enumerate(zip(ours, ref)) if a != b), min(len(ours), len(ref)))
-    return f"differs at character {at}: ours {ours[max(at - 40, 0) : at + 40]!r}, transformers {ref[max(at - 40, 0) : at + 40]!r}"
+    window = slice(max(at - 40, 0), at + 40)
+    return f"differs at character {at}: ours {ours[window]!r}, transformers {ref[window]!r}"
 
 
 def _same_failure(ours: ChatTemplateError, ref: Exception) -> bool:
@@ -159,29 +171,33 @@ def _same_failure(ours: ChatTemplateError, ref: Exception) -> bool:
     return type(ours.__cause__) is type(ref)
 
 
-def compare(path: Path, kind: str, add_generation_prompt: bool) -> Outcome:
+def compare(case: Case) -> Outcome:
     """Renders one case with transformers, render_chat_template and Jinja2ChatFormatter."""
-    source = path.read_text()
-    messages = messages_for(path.stem, kind)
-    tools = TOOLS if kind == "tools" else None
+    source = case.template.read_text()
+    messages = messages_for(case.template.stem, case.kind)
+    tools: list[Any] | None = TOOLS if case.kind == "tools" else None
+    agp = case.add_generation_prompt
     ref: str | None = None
     ref_error: Exception | None = None
     try:
-        rendered, _ = chat_template_utils.render_jinja_template(
-            [messages], tools=tools, chat_template=source, add_generation_prompt=add_generation_prompt,
-            **SPECIAL_TOKENS,
+        # Annotated `-> str`, it returns (one prompt per conversation, generation indices).
+        prompts, _ = cast(
+            "tuple[list[str], list[Any]]",
+            chat_template_utils.render_jinja_template(
+                [messages], tools=tools, chat_template=source, add_generation_prompt=agp, bos_token=BOS, eos_token=EOS
+            ),
         )
-        ref = rendered[0]
-    except Exception as exc:  # the reference's own failure is the expected outcome to match
+        ref = prompts[0]
+    except Exception as exc:  # the reference's own failure is the outcome to match
         ref_error = exc
 
     def ours_direct() -> str:
         return render_chat_template(
-            source, messages, tools=tools, add_generation_prompt=add_generation_prompt, **SPECIAL_TOKENS
+            source, messages, tools=tools, add_generation_prompt=agp, bos_token=BOS, eos_token=EOS
         )
 
     def ours_formatter() -> str:
-        formatter = Jinja2ChatFormatter(source, add_generation_prompt=add_generation_prompt, **SPECIAL_TOKENS)
+        formatter = Jinja2ChatFormatter(source, eos_token=EOS, bos_token=BOS, add_generation_prompt=agp)
         return formatter(messages=messages, tools=tools).prompt
 
     for name, render in (("render_chat_template", ours_direct), ("Jinja2ChatFormatter", ours_formatter)):
@@ -191,58 +207,60 @@ def compare(path: Path, kind: str, add_generation_prompt: bool) -> Outcome:
             if ref_error is None:
                 return Outcome("mismatch", f"{name} raised {exc!r}; transformers rendered", None)
             if not _same_failure(exc, ref_error):
-                return Outcome(
-                    "mismatch", f"{name} raised {exc!r} (cause {exc.__cause__!r}); transformers {ref_error!r}", None
-                )
+                detail = f"{name} raised {exc!r} (cause {exc.__cause__!r}); transformers raised {ref_error!r}"
+                return Outcome("mismatch", detail, None)
             continue
-        if ref_error is not None:
+        if ref is None:
             return Outcome("mismatch", f"{name} rendered; transformers raised {ref_error!r}", None)
         if prompt != ref:
-            return Outcome("mismatch", f"{name} {_first_difference(prompt, ref or '')}", None)
+            return Outcome("mismatch", f"{name} {_first_difference(prompt, ref)}", None)
     if ref_error is not None:
         return Outcome("both raise", f"{type(ref_error).__name__}: {ref_error}", None)
-    return Outcome("rendered", "", ref)
+    return Outcome("equal", "", ref)
 
 
 def test_templates_found() -> None:
     assert len(TEMPLATES) >= 50
 
 
-@pytest.mark.parametrize(("path", "kind", "add_generation_prompt"), CASES)
-def test_matches_transformers(path: Path, kind: str, add_generation_prompt: bool) -> None:
-    outcome = compare(path, kind, add_generation_prompt)
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_matches_transformers(case: Case) -> None:
+    outcome = compare(case)
     assert outcome.status != "mismatch", outcome.detail
 
 
 def test_summary() -> None:
-    """All cases at once: the counts per conversation kind (shown with pytest -s)."""
+    """All cases at once: the counts per conversation kind, and which cases raise in both
+    (shown with pytest -s)."""
     totals: Counter[str] = Counter()
     counts: Counter[tuple[str, str]] = Counter()
     failed_templates: set[str] = set()
     mismatches: list[str] = []
+    both_raise: dict[tuple[str, str], str] = {}
     dated: dict[str, bool] = {}
-    for param in CASES:
-        path, kind, add_generation_prompt = param.values
-        outcome = compare(path, kind, add_generation_prompt)
-        totals[kind] += 1
-        counts[kind, outcome.status] += 1
+    for case in CASES:
+        outcome = compare(case)
+        totals[case.kind] += 1
+        counts[case.kind, outcome.status] += 1
         if outcome.status == "mismatch":
-            failed_templates.add(path.stem)
-            mismatches.append(f"{param.id}: {outcome.detail}")
-        if "strftime_now" in path.read_text():
-            dated[path.stem] = dated.get(path.stem, False) or FROZEN_NOW.strftime("%Y") in (outcome.prompt or "")
+            failed_templates.add(case.template.stem)
+            mismatches.append(f"{case.id}: {outcome.detail}")
+        elif outcome.status == "both raise":
+            both_raise[case.template.stem, case.kind] = outcome.detail
+        if "strftime_now" in case.template.read_text():
+            printed = FROZEN_YEAR in (outcome.prompt or "")
+            dated[case.template.stem] = dated.get(case.template.stem, False) or printed
 
     lines = ["", "chat templates against transformers' render_jinja_template:"]
     for kind, total in totals.items():
-        matched = counts[kind, "rendered"] + counts[kind, "both raise"]
-        lines.append(
-            f"  {kind:12} {matched}/{total} match"
-            f" ({counts[kind, 'rendered']} equal prompts, {counts[kind, 'both raise']} both raise)"
-        )
-    cases = sum(totals.values())
-    matched_cases = cases - len(mismatches)
-    lines.append(f"  cases        {matched_cases}/{cases} match")
-    lines.append(f"  templates    {len(TEMPLATES) - len(failed_templates)}/{len(TEMPLATES)} match in every case")
+        equal, raised = counts[kind, "equal"], counts[kind, "both raise"]
+        lines.append(f"  {kind:12} {equal + raised}/{total} match ({equal} equal prompts, {raised} both raise)")
+    n_cases = sum(totals.values())
+    lines.append(f"  cases        {n_cases - len(mismatches)}/{n_cases} match")
+    n_templates = len(TEMPLATES)
+    lines.append(f"  templates    {n_templates - len(failed_templates)}/{n_templates} match in every case")
+    lines.append("raising in both (either add_generation_prompt):")
+    lines.extend(f"  {stem} [{kind}]: {reason[:100]}" for (stem, kind), reason in both_raise.items())
     print("\n".join(lines))
 
     assert not mismatches, "\n".join(mismatches)

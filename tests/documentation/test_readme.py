@@ -23,7 +23,7 @@ def run_python(code: str) -> list[str]:
 
 
 def test_readme_has_the_python_examples() -> None:
-    assert len(blocks("python")) == 3
+    assert len(blocks("python")) == 4
 
 
 def test_readme_low_level_example_runs(smollm2_path: Path) -> None:
@@ -64,3 +64,11 @@ def test_readme_cpp_example_compiles_and_runs(native_build, smollm2_path: Path, 
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Paris" in run.stdout
+
+
+def test_readme_json_and_tools_example_runs(smollm2_path: Path) -> None:
+    (code,) = [b for b in blocks("python") if "class City(pydantic.BaseModel)" in b]
+    lines = run_python(code)
+    assert lines[0].startswith("name=") and "population=" in lines[0]
+    assert lines[1].strip() in ("yes", "no")
+    assert lines[2].startswith("{'name': 'get_weather', 'arguments': ")
