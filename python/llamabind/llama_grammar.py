@@ -29,7 +29,10 @@ from ._core import GrammarError, Vocab
 if TYPE_CHECKING:
     from ._core import Model
 
-__all__ = ["JSON_GBNF", "MAX_REPETITION", "GrammarParseError", "LlamaGrammar"]
+__all__ = ["JSON_ARR_GBNF", "JSON_GBNF", "LLAMA_GRAMMAR_DEFAULT_ROOT", "MAX_REPETITION", "GrammarParseError",
+           "LlamaGrammar", "json_schema_to_gbnf"]
+
+LLAMA_GRAMMAR_DEFAULT_ROOT = "root"
 
 logger = logging.getLogger("llamabind")
 
@@ -43,6 +46,25 @@ string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} 
 number ::= "-"? ( [0-9] | [1-9] [0-9]{0,15} ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]{1,15} )?
 ws     ::= [ \t\n]{0,20}
 """
+
+# A JSON array of any values at the top level.
+JSON_ARR_GBNF = r"""
+root   ::= ws "[" ws ( value ws ( "," ws value ws )* )? "]" ws
+value  ::= object | array | string | number | ("true" | "false" | "null")
+object ::= "{" ws ( string ws ":" ws value ws ( "," ws string ws ":" ws value ws )* )? "}"
+array  ::= "[" ws ( value ws ( "," ws value ws )* )? "]"
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\""
+number ::= "-"? ( [0-9] | [1-9] [0-9]{0,15} ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]{1,15} )?
+ws     ::= [ \t\n]{0,20}
+"""
+
+
+def json_schema_to_gbnf(schema: Any, *, strict: bool = True) -> str:
+    """The GBNF grammar of a JSON Schema (see llamabind.json_schema)."""
+    from .json_schema import json_schema_to_gbnf as convert
+
+    return convert(schema, strict=strict)
+
 
 # llama.cpp's MAX_REPETITION_THRESHOLD: larger minimums are errors, larger maximums mean "no
 # maximum", and a repetition may not multiply the rules it copies beyond it.

@@ -241,7 +241,8 @@ def test_corpus_is_large_and_well_formed() -> None:
 
 PROMPT = ("<|im_start|>system\nYou reply with JSON only.<|im_end|>\n<|im_start|>user\n{task}\n"
           "For example: {example}<|im_end|>\n<|im_start|>assistant\n")
-SAMPLINGS = {"greedy": {"temperature": 0.0}, "sampled": {"temperature": 0.8, "seed": 1234}}
+SAMPLINGS = {"greedy": {"temperature": 0.0}, "seed1234": {"temperature": 0.8, "seed": 1234},
+             "seed7": {"temperature": 0.8, "seed": 7}, "seed99": {"temperature": 1.0, "seed": 99}}
 
 
 @pytest.mark.parametrize("mode", SAMPLINGS)
