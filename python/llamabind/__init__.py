@@ -32,6 +32,7 @@ from .llama import (
     LlamaState,
     LogitsProcessorList,
     MinTokensLogitsProcessor,
+    StoppingCriteria,
     StoppingCriteriaList,
 )
 from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache
@@ -40,7 +41,7 @@ from .json_schema import json_schema_to_gbnf
 from .llama_grammar import GrammarParseError, LlamaGrammar
 from .llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
 from .llama_tokenizer import BaseLlamaTokenizer, LlamaHFTokenizer, LlamaTokenizer
-from .sampling import SamplingParams
+from .sampling import LogitsProcessor, SamplingParams
 from ._core import (
     AbortedError,
     AdapterError,
@@ -118,7 +119,9 @@ __all__ = [
     "Llama",
     "LlamaGrammar",
     "LlamaState",
+    "LogitsProcessor",
     "LogitsProcessorList",
+    "StoppingCriteria",
     "MinTokensLogitsProcessor",
     "SamplingParams",
     "StoppingCriteriaList",

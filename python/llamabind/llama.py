@@ -198,6 +198,8 @@ class Llama:
         progress_callback: Callable[[float], bool | None] | None = None,
         **kwargs: Any,
     ) -> None:
+        self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
+        self._init_kwargs.update(kwargs)
         self._closed = False
         self._lock = threading.RLock()
         self._active_cancel: threading.Event | None = None
@@ -437,7 +439,14 @@ class Llama:
                 self._eval([last])
 
     def __getstate__(self) -> dict[str, Any]:
-        raise TypeError("Llama objects hold native resources and cannot be pickled; use save_state()")
+        """Pickling keeps the constructor arguments (as llama-cpp-python does): unpickling loads
+        the model again with a fresh context. Use save_state() to keep the context too."""
+        if self.chat_handler is not None or self.tokenizer_ is not None or self.draft_model is not None:
+            raise TypeError("a Llama with a chat_handler, tokenizer or draft_model object cannot be pickled")
+        return dict(self._init_kwargs)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ evaluation
 

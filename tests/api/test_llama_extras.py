@@ -157,3 +157,18 @@ def test_progress_callback_reports_loading(smollm2_path: Path) -> None:
         pass
     assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
     assert np.all(np.asarray(seen) >= 0)
+
+
+def test_pickling_reloads_from_the_constructor_arguments(smollm2_path: Path) -> None:
+    import pickle
+
+    with Llama(str(smollm2_path), n_ctx=256, seed=5, verbose=False, n_threads=N_THREADS) as llm:
+        clone = pickle.loads(pickle.dumps(llm))
+        try:
+            assert clone.n_ctx() == llm.n_ctx() and clone.model_path == llm.model_path
+            a = llm("Hello", max_tokens=4, temperature=0)["choices"][0]["text"]
+            assert clone("Hello", max_tokens=4, temperature=0)["choices"][0]["text"] == a
+        finally:
+            clone.close()
+    with pytest.raises(TypeError, match="chat_handler"):
+        pickle.dumps(Llama(str(smollm2_path), n_ctx=64, verbose=False, chat_handler=lambda **kw: None))
