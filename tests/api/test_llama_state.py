@@ -243,13 +243,6 @@ def test_state_of_another_model_raises_state_error(smol: Llama, smollm2: lb.Mode
     assert text(smol.create_completion(PROMPT, max_tokens=4, temperature=0.0)) == expected
 
 
-def test_llama_cannot_be_pickled(smol: Llama) -> None:
-    import pickle
-
-    with pytest.raises(TypeError, match="save_state"):
-        pickle.dumps(smol)
-
-
 # ---------------------------------------------------------------------------------------
 # eval / sample / generate
 
