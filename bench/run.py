@@ -122,13 +122,24 @@ def cpp_bench(model: str, threads: int, n_prompt: int, n_gen: int, fa: int, samp
 def native_embed(model: str, threads: int, n_sentences: int) -> dict[str, float]:
     from worker import sentences
 
-    _, err, rss = run_with_rss([str(BUILD / "bin" / "llama-embedding"), "-m", model, "-t", str(threads),
+    # llama.cpp's perf counters do not time this tool's decode (they report ~0 ms), so the time
+    # is taken from its log timestamps (-v): from the first batch_decode line (just before the
+    # first decode) to the final perf line (after pooling, normalization and printing the JSON).
+    _, err, rss = run_with_rss([str(BUILD / "bin" / "llama-embedding"), "-m", model, "-t", str(threads), "-v",
                                 "--pooling", "mean", "-b", "512", "-ub", "512", "-c", "2048",
                                 "--embd-output-format", "json", "-p", "\n".join(sentences(n_sentences))])
-    match = re.search(r"prompt eval time =\s*([\d.]+) ms", err)
-    if not match:
-        raise RuntimeError("llama-embedding printed no prompt eval time")
-    return {"embed_per_s": n_sentences / (float(match.group(1)) / 1e3), "maxrss_mb": rss}
+
+    def stamp(line: str) -> float:
+        minutes, seconds, millis, micros = line.split()[0].split(".")  # "M.SS.mmm.uuu"
+        return int(minutes) * 60 + int(seconds) + int(millis) / 1e3 + int(micros) / 1e6
+
+    lines = err.splitlines()
+    start = next((stamp(x) for x in lines if " batch_decode: " in x), None)
+    end = next((stamp(x) for x in lines if "llama_perf_context_print:" in x), None)
+    if start is None or end is None:
+        raise RuntimeError("llama-embedding's log has no batch_decode/perf lines to time")
+    seconds = end - start
+    return {"embed_per_s": n_sentences / seconds, "maxrss_mb": rss}
 
 
 def worker(python: str, path: str, model: str, args: argparse.Namespace) -> dict[str, float]:
@@ -193,13 +204,19 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
     lines = [f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, Python "
              f"{meta['machine']['python']}; {meta['date']}; {meta['rounds']} interleaved rounds, medians; "
              f"{meta['threads']} threads, pp{meta['n_prompt']}/tg{meta['n_gen']}, flash attention "
-             f"{'on' if meta['flash_attn'] else 'off'}.", ""]
+             f"{'on' if meta['flash_attn'] else 'off'}.",
+             "",
+             "Ratios are against llama.cpp's llama-bench (pp/tg) and llama-embedding, built from the same "
+             "pinned source and flags. Overhead µs/token = 1e6/tg − 1e6/tg(native). llama-bench's tg "
+             "decodes without sampling; the llamabind/llama-cpp-python rows include sampling and "
+             "detokenization. 'RSS beyond interpreter' subtracts the resident memory the Python process "
+             "had after importing the library, before loading the model.", ""]
     for model, rows in results.items():
         native = rows.get("llama.cpp (llama-bench)", {})
         lcp_tg = {k.split()[-1]: v.get("tg_tps") for k, v in rows.items() if k.startswith("llama-cpp-python")}
         lines += [f"### {model}", "",
-                  "| path | pp tok/s | vs native | tg tok/s | vs native | overhead µs/token | TTFT ms | load ms | peak RSS MiB | vs llama-cpp-python (tg) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| path | pp tok/s | vs native | tg tok/s | vs native | overhead µs/token | TTFT ms | load ms | peak RSS MiB | RSS beyond interpreter, vs native | vs llama-cpp-python (tg) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             if "embed_per_s" in r:
                 continue
@@ -211,9 +228,11 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
             vs_lcp = None
             if name.startswith("llamabind Llama") and lcp_tg.get(kind) and tg:
                 vs_lcp = tg / lcp_tg[kind]
+            rss, base, native_rss = r.get("maxrss_mb"), r.get("base_rss_mb") or 0.0, native.get("maxrss_mb")
+            rss_ratio = (rss - base) / native_rss if rss and native_rss else None
             lines.append(f"| {name} | {fmt(pp)} | {fmt(pp_ratio, 3)} | {fmt(tg)} | {fmt(tg_ratio, 3)} | "
                          f"{fmt(overhead, 0)} | {fmt(r.get('ttft_ms'), 0)} | {fmt(r.get('load_ms'), 0)} | "
-                         f"{fmt(r.get('maxrss_mb'), 0)} | {fmt(vs_lcp, 3)} |")
+                         f"{fmt(rss, 0)} | {fmt(rss_ratio, 3)} | {fmt(vs_lcp, 3)} |")
         embeds = {k: v for k, v in rows.items() if "embed_per_s" in v}
         if embeds:
             base = embeds.get("llama.cpp (llama-embedding)", {}).get("embed_per_s")

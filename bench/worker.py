@@ -10,8 +10,9 @@ PATH is one of:
   lcp, lcp-sample, lcp-stream   the same through llama-cpp-python (run with its venv)
   embed / lcp-embed             embeddings of a batch of sentences
 Reported: pp_tps (prompt processing), tg_tps (generation, excluding the prompt), ttft_ms
-(time to first token of an n_prompt-token prompt), load_ms, maxrss_mb, n_gen (tokens
-actually generated).
+(time to first token of an n_prompt-token prompt), load_ms, maxrss_mb, base_rss_mb (resident
+memory after importing the library, before loading the model: the interpreter's share), n_gen
+(tokens actually generated).
 """
 
 from __future__ import annotations
@@ -42,32 +43,40 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_now_mb() -> float:
+    """Resident memory now (the interpreter and imported modules, before any model is loaded)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def run_llamabind(args: argparse.Namespace) -> dict[str, Any]:
     import llamabind as lb
 
+    base = rss_now_mb()
     t = time.perf_counter()
     if args.path == "core":
         model = lb.Model(args.model)
         load_ms = (time.perf_counter() - t) * 1e3
-        return core_loop(lb, model, args) | {"load_ms": load_ms}
+        return core_loop(lb, model, args) | {"load_ms": load_ms, "base_rss_mb": base}
     llm = lb.Llama(args.model, n_ctx=args.n_prompt + args.n_gen + 64, n_batch=512, n_ubatch=512,
                    n_threads=args.threads, n_threads_batch=args.threads, verbose=False,
                    flash_attn=bool(args.flash_attn), embedding=args.path == "embed")
     load_ms = (time.perf_counter() - t) * 1e3
     return high_level(llm, args, sample=args.path == "llama-sample", stream=args.path == "llama-stream") | {
-        "load_ms": load_ms}
+        "load_ms": load_ms, "base_rss_mb": base}
 
 
 def run_lcp(args: argparse.Namespace) -> dict[str, Any]:
     import llama_cpp
 
+    base = rss_now_mb()
     t = time.perf_counter()
     llm = llama_cpp.Llama(args.model, n_ctx=args.n_prompt + args.n_gen + 64, n_batch=512, n_ubatch=512,
                           n_threads=args.threads, n_threads_batch=args.threads, verbose=False,
                           flash_attn=bool(args.flash_attn), embedding=args.path == "lcp-embed")
     load_ms = (time.perf_counter() - t) * 1e3
     return high_level(llm, args, sample=args.path == "lcp-sample", stream=args.path == "lcp-stream") | {
-        "load_ms": load_ms}
+        "load_ms": load_ms, "base_rss_mb": base}
 
 
 def prompt_of(tokenize: Any, n: int) -> list[int]:

