@@ -207,7 +207,7 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
              f"{'on' if meta['flash_attn'] else 'off'}.",
              "",
              "Ratios are against llama.cpp's llama-bench (pp/tg) and llama-embedding, built from the same "
-             "pinned source and flags. Overhead µs/token = 1e6/tg − 1e6/tg(native). llama-bench's tg "
+             "pinned source and flags: the median over rounds of each round's ratio (paired runs). Overhead µs/token = 1e6/tg − 1e6/tg(native), across processes (noisy); in-process overhead = wall time of the generation call minus llama.cpp's own decode time (its perf counters), per token: the cost of the binding and Python, sampling included. llama-bench's tg "
              "decodes without sampling; the llamabind/llama-cpp-python rows include sampling and "
              "detokenization. 'RSS beyond interpreter' subtracts the resident memory the Python process "
              "had after importing the library, before loading the model.", ""]
@@ -215,14 +215,13 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
         native = rows.get("llama.cpp (llama-bench)", {})
         lcp_tg = {k.split()[-1]: v.get("tg_tps") for k, v in rows.items() if k.startswith("llama-cpp-python")}
         lines += [f"### {model}", "",
-                  "| path | pp tok/s | vs native | tg tok/s | vs native | overhead µs/token | TTFT ms | load ms | peak RSS MiB | RSS beyond interpreter, vs native | vs llama-cpp-python (tg) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| path | pp tok/s | vs native | tg tok/s | vs native | overhead µs/token | in-process overhead µs/token | TTFT ms | load ms | peak RSS MiB | RSS beyond interpreter, vs native | vs llama-cpp-python (tg) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             if "embed_per_s" in r:
                 continue
             pp, tg = r.get("pp_tps"), r.get("tg_tps")
-            pp_ratio = pp / native["pp_tps"] if pp and native.get("pp_tps") else None
-            tg_ratio = tg / native["tg_tps"] if tg and native.get("tg_tps") else None
+            pp_ratio, tg_ratio = r.get("pp_tps_ratio"), r.get("tg_tps_ratio")
             overhead = (1e6 / tg - 1e6 / native["tg_tps"]) if tg and native.get("tg_tps") else None
             kind = name.split()[-1]
             vs_lcp = None
@@ -231,14 +230,13 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
             rss, base, native_rss = r.get("maxrss_mb"), r.get("base_rss_mb") or 0.0, native.get("maxrss_mb")
             rss_ratio = (rss - base) / native_rss if rss and native_rss else None
             lines.append(f"| {name} | {fmt(pp)} | {fmt(pp_ratio, 3)} | {fmt(tg)} | {fmt(tg_ratio, 3)} | "
-                         f"{fmt(overhead, 0)} | {fmt(r.get('ttft_ms'), 0)} | {fmt(r.get('load_ms'), 0)} | "
+                         f"{fmt(overhead, 0)} | {fmt(r.get('inproc_overhead_us'), 0)} | {fmt(r.get('ttft_ms'), 0)} | {fmt(r.get('load_ms'), 0)} | "
                          f"{fmt(rss, 0)} | {fmt(rss_ratio, 3)} | {fmt(vs_lcp, 3)} |")
         embeds = {k: v for k, v in rows.items() if "embed_per_s" in v}
         if embeds:
-            base = embeds.get("llama.cpp (llama-embedding)", {}).get("embed_per_s")
             lines += ["", "| embeddings (mean pooling) | sentences/s | vs native | peak RSS MiB |", "|---|---|---|---|"]
             for name, r in embeds.items():
-                ratio = r["embed_per_s"] / base if base and r.get("embed_per_s") else None
+                ratio = r.get("embed_per_s_ratio")
                 lines.append(f"| {name} | {fmt(r.get('embed_per_s'))} | {fmt(ratio, 3)} | {fmt(r.get('maxrss_mb'), 0)} |")
         lines.append("")
     return "\n".join(lines)
@@ -281,6 +279,19 @@ def main() -> int:
                 raw[name][path].append(fn(model))
         results[name] = {p: {k: median([run.get(k) for run in runs])  # type: ignore[misc]
                              for k in {k for run in runs for k in run}} for p, runs in raw[name].items()}
+        # Paired ratios: each round's measurement against the native tool's measurement of the
+        # same round (they ran back to back), then the median over rounds. Less sensitive to
+        # this shared machine's drift than a ratio of medians.
+        for base_path, keys in (("llama.cpp (llama-bench)", ("pp_tps", "tg_tps")),
+                                ("llama.cpp (llama-embedding)", ("embed_per_s",))):
+            base_runs = raw[name].get(base_path)
+            if not base_runs:
+                continue
+            for p, runs in raw[name].items():
+                for k in keys:
+                    pairs = [run[k] / b[k] for run, b in zip(runs, base_runs) if run.get(k) and b.get(k)]
+                    if pairs:
+                        results[name][p][k + "_ratio"] = statistics.median(pairs)
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
             "rounds": args.rounds, "threads": args.threads, "n_prompt": args.n_prompt, "n_gen": args.n_gen,
             "flash_attn": args.flash_attn, "llama_cpp_python": bool(lcp)}

@@ -116,6 +116,9 @@ def high_level(llm: Any, args: argparse.Namespace, sample: bool, stream: bool) -
     llm.create_completion(counting, max_tokens=1, **params)
     t_prompt = time.perf_counter() - t
     llm.reset()
+    perf = getattr(getattr(llm, "ctx", None), "perf", None)  # llamabind's Context.perf(); not in llama-cpp-python
+    if perf is not None:
+        llm.ctx.perf_reset()
     t = time.perf_counter()
     if stream:
         n = sum(1 for _ in llm.create_completion(counting, max_tokens=args.n_gen, stream=True, **params))
@@ -126,8 +129,14 @@ def high_level(llm: Any, args: argparse.Namespace, sample: bool, stream: bool) -
         n_gen = out["usage"]["completion_tokens"]
     total = time.perf_counter() - t
     tg_s = max(total - t_prompt, 1e-9)
-    return {"pp_tps": args.n_prompt / pp_s, "ttft_ms": pp_s * 1e3, "tg_tps": max(n_gen - 1, 1) / tg_s,
-            "n_gen": n_gen}
+    result = {"pp_tps": args.n_prompt / pp_s, "ttft_ms": pp_s * 1e3, "tg_tps": max(n_gen - 1, 1) / tg_s,
+              "n_gen": n_gen}
+    if perf is not None:
+        # In-process overhead, free of run-to-run noise: the wall time of the whole call minus
+        # the time llama.cpp itself spent decoding (its own perf counters), per generated token.
+        p = perf()
+        result["inproc_overhead_us"] = (total * 1e3 - p["t_eval_ms"] - p["t_p_eval_ms"]) / max(p["n_eval"], 1) * 1e3
+    return result
 
 
 def core_loop(lb: Any, model: Any, args: argparse.Namespace) -> dict[str, Any]:
