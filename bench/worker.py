@@ -89,6 +89,21 @@ def prompt_of(tokenize: Any, n: int) -> list[int]:
     return tokens[:n]
 
 
+def perf_hooks(llm: Any) -> tuple[Any, Any]:
+    """(reset, read) for llama.cpp's perf counters of llm's context, in either library."""
+    if hasattr(llm, "_ctx") and hasattr(llm._ctx, "ctx"):  # llama-cpp-python: a ctypes context pointer
+        import llama_cpp
+
+        ptr = llm._ctx.ctx
+
+        def read() -> dict[str, float]:
+            d = llama_cpp.llama_perf_context(ptr)
+            return {"t_eval_ms": d.t_eval_ms, "t_p_eval_ms": d.t_p_eval_ms, "n_eval": d.n_eval}
+
+        return (lambda: llama_cpp.llama_perf_context_reset(ptr)), read
+    return llm.ctx.perf_reset, llm.ctx.perf
+
+
 def high_level(llm: Any, args: argparse.Namespace, sample: bool, stream: bool) -> dict[str, Any]:
     if args.path.endswith("embed"):
         batch = sentences(args.n_sentences)
@@ -116,9 +131,8 @@ def high_level(llm: Any, args: argparse.Namespace, sample: bool, stream: bool) -
     llm.create_completion(counting, max_tokens=1, **params)
     t_prompt = time.perf_counter() - t
     llm.reset()
-    perf = getattr(getattr(llm, "ctx", None), "perf", None)  # llamabind's Context.perf(); not in llama-cpp-python
-    if perf is not None:
-        llm.ctx.perf_reset()
+    perf_reset, perf = perf_hooks(llm)
+    perf_reset()
     t = time.perf_counter()
     if stream:
         n = sum(1 for _ in llm.create_completion(counting, max_tokens=args.n_gen, stream=True, **params))
@@ -131,11 +145,10 @@ def high_level(llm: Any, args: argparse.Namespace, sample: bool, stream: bool) -
     tg_s = max(total - t_prompt, 1e-9)
     result = {"pp_tps": args.n_prompt / pp_s, "ttft_ms": pp_s * 1e3, "tg_tps": max(n_gen - 1, 1) / tg_s,
               "n_gen": n_gen}
-    if perf is not None:
-        # In-process overhead, free of run-to-run noise: the wall time of the whole call minus
-        # the time llama.cpp itself spent decoding (its own perf counters), per generated token.
-        p = perf()
-        result["inproc_overhead_us"] = (total * 1e3 - p["t_eval_ms"] - p["t_p_eval_ms"]) / max(p["n_eval"], 1) * 1e3
+    # In-process overhead, free of run-to-run noise: the wall time of the whole call minus the
+    # time llama.cpp itself spent decoding (its own perf counters), per generated token.
+    p = perf()
+    result["inproc_overhead_us"] = (total * 1e3 - p["t_eval_ms"] - p["t_p_eval_ms"]) / max(p["n_eval"], 1) * 1e3
     return result
 
 
