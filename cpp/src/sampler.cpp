@@ -1,5 +1,6 @@
 #include "llamabind/sampler.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -459,6 +460,75 @@ bool is_plain_greedy(llama_sampler * chain) {
            std::strcmp(llama_sampler_name(llama_sampler_chain_get(chain, 0)), "greedy") == 0;
 }
 
+// k of a top-k sampler, found by applying it to 129 distinct candidates (llama.h has no getter;
+// asking the sampler itself keeps this right however the chain was built or edited). Returns 0
+// for k <= 0 or k > 128: llama.cpp sorts those differently (no-op / bucket sort).
+int32_t probe_top_k(llama_sampler * top_k) {
+    constexpr int kProbe = 129;
+    llama_token_data probe[kProbe];
+    for (int i = 0; i < kProbe; ++i) {
+        probe[i] = llama_token_data{i, static_cast<float>(i), 0.0f};
+    }
+    llama_token_data_array cur{probe, kProbe, -1, false};
+    llama_sampler_apply(top_k, &cur);
+    return cur.size < static_cast<std::size_t>(kProbe) && cur.sorted ? static_cast<int32_t>(cur.size) : 0;
+}
+
+// The k + 1 largest logits, largest first, into `out` (size k + 1). Returns false when the row
+// holds a NaN or any two of those k + 1 values are equal: then the order llama.cpp's
+// partial_sort gives tied candidates is not reproduced here and the caller takes the long way.
+bool top_logits(const float * logits, int32_t n, int32_t k, std::vector<llama_token_data> & out) {
+    const int32_t m = k + 1;
+    out.clear();
+    int32_t t = 0;
+    for (; t < n && static_cast<int32_t>(out.size()) < m; ++t) {
+        if (logits[t] != logits[t]) {
+            return false;
+        }
+        out.push_back(llama_token_data{t, logits[t], 0.0f});
+    }
+    auto smallest = [&out] {
+        std::size_t at = 0;
+        for (std::size_t i = 1; i < out.size(); ++i) {
+            if (out[i].logit < out[at].logit) {
+                at = i;
+            }
+        }
+        return at;
+    };
+    std::size_t low = smallest();
+    constexpr int kBlock = 16;
+    for (; t < n; t += kBlock) {
+        const int32_t end = std::min(n, t + kBlock);
+        // Most blocks hold nothing above the current threshold: test them in one vectorizable pass.
+        int hit = 0;
+        for (int32_t i = t; i < end; ++i) {
+            hit |= (logits[i] > out[low].logit) | (logits[i] != logits[i]);
+        }
+        if (hit == 0) {
+            continue;
+        }
+        for (int32_t i = t; i < end; ++i) {
+            if (logits[i] != logits[i]) {
+                return false;
+            }
+            if (logits[i] > out[low].logit) {
+                out[low] = llama_token_data{i, logits[i], 0.0f};
+                low = smallest();
+            }
+        }
+    }
+    std::sort(out.begin(), out.end(), [](const llama_token_data & a, const llama_token_data & b) {
+        return a.logit > b.logit;
+    });
+    for (std::size_t i = 1; i < out.size(); ++i) {
+        if (!(out[i - 1].logit > out[i].logit)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 }  // namespace
 
 llama_token SamplerChain::sample_locked(Context & ctx, int32_t idx) {
@@ -480,11 +550,25 @@ llama_token SamplerChain::sample_locked(Context & ctx, int32_t idx) {
         llama_sampler_accept(chain, token);
         return token;
     }
-    candidates_.resize(static_cast<std::size_t>(n_vocab));
-    for (llama_token t = 0; t < n_vocab; ++t) {
-        candidates_[static_cast<std::size_t>(t)] = llama_token_data{t, logits[t], 0.0f};
+    llama_token_data_array cur{nullptr, 0, -1, false};
+    // A chain that starts with top-k (llama.cpp's usual sampling chains) only ever sees the k
+    // best candidates, sorted. When those are unambiguous (no ties, no NaN) they are found in
+    // one pass over the logits row and handed over exactly as top-k would leave them, instead
+    // of filling an n_vocab-long array and partial-sorting it (~0.9 ms per token for a 262k
+    // vocabulary). The chain, top-k included, then runs unchanged on identical input.
+    const int32_t k = llama_sampler_chain_n(chain) > 1 &&
+                              std::strcmp(llama_sampler_name(llama_sampler_chain_get(chain, 0)), "top-k") == 0
+                          ? probe_top_k(llama_sampler_chain_get(chain, 0))
+                          : 0;
+    if (k > 0 && k < n_vocab && top_logits(logits, n_vocab, k, candidates_)) {
+        cur = llama_token_data_array{candidates_.data(), static_cast<std::size_t>(k), -1, true};
+    } else {
+        candidates_.resize(static_cast<std::size_t>(n_vocab));
+        for (llama_token t = 0; t < n_vocab; ++t) {
+            candidates_[static_cast<std::size_t>(t)] = llama_token_data{t, logits[t], 0.0f};
+        }
+        cur = llama_token_data_array{candidates_.data(), candidates_.size(), -1, false};
     }
-    llama_token_data_array cur{candidates_.data(), candidates_.size(), -1, false};
     llama_sampler_apply(chain, &cur);
     if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size)) {
         throw InvalidArgument("[SamplerChain.sample] the chain selected no token; it must end with a sampler that "

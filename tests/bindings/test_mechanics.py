@@ -930,6 +930,37 @@ def test_plain_greedy_chain_picks_what_llama_cpp_greedy_picks(request: pytest.Fi
     assert fast.perf()["n_sample"] == 40
 
 
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+@pytest.mark.parametrize("top_k", [1, 40, 128, 200])
+def test_top_k_first_chain_samples_what_llama_cpp_samples(request: pytest.FixtureRequest, which: str,
+                                                          top_k: int) -> None:
+    # Chains starting with top-k (k <= 128) hand the chain the k best candidates found in one
+    # pass instead of a full, partially sorted candidate array. Same seeds must give the same
+    # tokens as llama.cpp's own path (forced here by a pass-through sampler in front).
+    model: lb.Model = request.getfixturevalue(which)
+    ctx = lb.Context(model, n_ctx=256, n_batch=256, n_threads=N_THREADS, n_threads_batch=N_THREADS)
+    prompt = model.vocab.tokenize("Once upon a time", add_special=True)
+    for seed in (1, 2, 3):
+        def chain(front: bool) -> lb.SamplerChain:
+            c = lb.SamplerChain()
+            if front:
+                c.add_custom(PassThrough())
+            return c.add_top_k(top_k).add_top_p(0.95).add_min_p(0.05).add_temp(1.5).add_dist(seed)
+
+        fast, general = chain(False), chain(True)
+        ctx.memory_clear()
+        ctx.decode_tokens(prompt, pos0=0)
+        pos = len(prompt)
+        seen = []
+        for _ in range(24):
+            chosen = fast.sample(ctx)
+            assert chosen == general.sample(ctx)
+            seen.append(chosen)
+            ctx.decode_tokens([chosen], pos0=pos)
+            pos += 1
+        assert len(set(seen)) > 3 or top_k == 1  # really sampling, not stuck on one token
+
+
 def test_custom_sampler_errors(decoded: lb.Context) -> None:
     class Boom:
         def apply(self, cands: np.ndarray) -> None:
