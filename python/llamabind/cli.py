@@ -608,15 +608,26 @@ def _system_info() -> Any:
 def model_info(path: str) -> dict[str, Any]:
     """Everything `llamabind info` shows, as a JSON-able dict."""
     import llamabind
-    from ._core import Model
+    from ._core import LlamaError, Model, ModelLoadError
 
-    with Model(path, n_gpu_layers=0) as m:
+    vocab_only = False
+    try:
+        model = Model(path, n_gpu_layers=0)
+    except ModelLoadError as exc:
+        # A vocabulary-only GGUF (like llama.cpp's models/ggml-vocab-*.gguf) has no weights.
+        try:
+            model = Model(path, vocab_only=True)
+        except LlamaError:
+            raise exc from None
+        vocab_only = True
+    with model as m:
         vocab = m.vocab
         metadata = m.metadata
         template = m.chat_template()
         info: dict[str, Any] = {
             "path": os.path.abspath(path),
             "file_size": os.path.getsize(path),
+            "vocab_only": vocab_only,
             "description": m.desc,
             "architecture": metadata.get("general.architecture"),
             "name": metadata.get("general.name"),
@@ -662,7 +673,8 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
         ("name", info["name"] or "-"),
         ("architecture", info["architecture"] or "-"),
         ("parameters", f"{info['n_params']:,} ({info['n_params'] / 1e6:.1f} M)"),
-        ("weights", f"{_human_bytes(info['size'])}, {info['ftype']}"),
+        ("weights", "none (a vocabulary-only file)" if info["vocab_only"]
+         else f"{_human_bytes(info['size'])}, {info['ftype']}"),
         ("context", f"{info['n_ctx_train']} tokens (training)" + (f", sliding window {info['n_swa']}"
                                                                  if info["n_swa"] else "")),
         ("layers", f"{info['n_layer']}, embedding {info['n_embd']}, heads {info['n_head']} (kv {info['n_head_kv']})"),

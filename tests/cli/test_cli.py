@@ -249,6 +249,17 @@ def test_info_text(smollm2_path: Path, gemma3_path: Path) -> None:
     assert re.search(r"^chat template +none$", proc.stdout, re.M)
 
 
+def test_info_on_a_vocabulary_only_file() -> None:
+    path = LLAMA_CPP_DIR / "models" / "ggml-vocab-llama-spm.gguf"
+    proc = cli("info", "--json", "-m", str(path))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    ref = GGUFRef(path)
+    assert info["vocab_only"] is True
+    assert info["vocab"]["n_tokens"] == len(ref.get("tokenizer.ggml.tokens"))
+    assert info["vocab"]["type"] == "SPM" and ref.get("tokenizer.ggml.model") == "llama"
+
+
 def _vectors(vocab: Path, n: int) -> list[tuple[bytes, list[int]]]:
     """The first n cases of llama.cpp's tokenizer test vectors for `vocab` (test-tokenizer-0)."""
     inputs = vocab.with_name(vocab.name + ".inp").read_bytes().split(b"\n__ggml_vocab_test__\n")
