@@ -282,14 +282,28 @@ def _add_sampling_options(p: argparse.ArgumentParser, temperature: float) -> Non
                      help="output JSON valid against this JSON Schema (JSON text, or @file)")
 
 
+class _Version(argparse.Action):
+    """--version on one line (argparse's own action wraps it to the terminal width)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from . import __version__, llama_cpp_pin
+
+        sys.stdout.write(f"{PROG} {__version__} (llama.cpp: {' '.join(llama_cpp_pin().split())})\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``llamabind`` command."""
-    from . import __version__, llama_cpp_pin
 
     parser = argparse.ArgumentParser(
         prog=PROG, description="Run llama.cpp models from the command line.",
         epilog="Run `llamabind COMMAND --help` for a command's options.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__} ({llama_cpp_pin()})")
+    parser.add_argument("--version", action=_Version, help="show llamabind's and llama.cpp's versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="complete a prompt, streaming the text",
@@ -691,6 +705,7 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
     system = info["system_info"]
     if isinstance(system, dict):
         system = ", ".join(f"{k}: {val}" for k, val in system.items())
+    system = str(system).strip().rstrip("|").strip()
     out.write(f"{'system':<{width}}  {system}\n")
     out.write(f"\nmetadata ({len(info['metadata'])} keys):\n")
     for key in sorted(info["metadata"]):
@@ -774,6 +789,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``llamabind`` command; returns its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Everything after `bench` belongs to bench/run.py, --help included (argparse's
+        # REMAINDER would take options it knows as its own).
+        try:
+            return cmd_bench(argparse.Namespace(args=argv[1:]))
+        except CLIError as exc:
+            sys.stderr.write(f"{PROG}: error: {exc}\n")
+            return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     with_traceback = bool(os.environ.get("LLAMABIND_DEBUG"))

@@ -91,7 +91,7 @@ public:
     uint64_t n_params() const;
     // Hyperparameters: training context length, embedding widths (input, hidden, output),
     // layers, attention heads (query and key/value), sliding-window size (0 = none) and
-    // vocabulary size.
+    // vocabulary size. A vocab_only model reports 0 for all but n_vocab.
     int32_t n_ctx_train() const;
     int32_t n_embd() const;
     int32_t n_embd_inp() const;
