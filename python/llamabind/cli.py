@@ -482,11 +482,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     with _llama(args, **_context_kwargs(args)) as llm:
         base: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
         messages = list(base)
-        if interactive and os.environ.get("TERM", "dumb") != "dumb":
-            try:
-                import readline  # noqa: F401  (line editing and history for input())
-            except ImportError:
-                pass
+        if interactive:
+            if os.environ.get("TERM", "dumb") != "dumb":
+                try:
+                    import readline  # noqa: F401  (line editing and history for input())
+                except ImportError:
+                    pass
             name = Path(llm.model_path).name
             note.write(f"{PROG} chat with {name}. {_CHAT_HELP}.\n")
             note.flush()

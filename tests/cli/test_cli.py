@@ -363,7 +363,7 @@ class Terminal:
         os.close(slave)
         self.seen = b""
 
-    def read_until(self, needle: bytes, timeout: float = 180) -> bytes:
+    def read_until(self, needle: bytes, timeout: float = 120) -> bytes:
         """Output (escape sequences and CRs removed) up to and including `needle`."""
         deadline = time.monotonic() + timeout
         while needle not in self.seen:
