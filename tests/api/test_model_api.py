@@ -333,3 +333,10 @@ def test_quantize_non_gguf_input_is_quantize_error(tmp_path: Path) -> None:
     text.write_text("not a model")
     with pytest.raises(lb.QuantizeError):
         lb.quantize(text, tmp_path / "out.gguf")
+
+
+def test_vocab_only_model_hyperparameters_are_zero(llama_cpp_dir: Path) -> None:
+    """llama.cpp aborts reading the head counts of a model without layers; we answer 0."""
+    with lb.Model(llama_cpp_dir / "models" / "ggml-vocab-llama-spm.gguf", vocab_only=True) as m:
+        assert (m.n_layer, m.n_head, m.n_head_kv, m.n_embd) == (0, 0, 0, 0)
+        assert m.n_vocab == 32000

@@ -46,9 +46,12 @@ def test_versions_and_pin() -> None:
 
 
 def test_python_dash_m_generates_text(smollm2_path: Path) -> None:
-    """The README's first command ends in `python -m llamabind PROMPT`."""
+    """The README's first command ends in `python -m llamabind run PROMPT`."""
+    from testutil import N_THREADS
+
     proc = subprocess.run(
-        [sys.executable, "-m", "llamabind", "The capital of France is", "-n", "8", "-m", str(smollm2_path)],
+        [sys.executable, "-m", "llamabind", "run", "The capital of France is", "-n", "8", "--temp", "0",
+         "-t", str(N_THREADS), "-m", str(smollm2_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -57,7 +60,7 @@ def test_python_dash_m_generates_text(smollm2_path: Path) -> None:
 
 
 def test_python_dash_m_reports_errors_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "llamabind", "-m", str(tmp_path / "nope.gguf")],
+    proc = subprocess.run([sys.executable, "-m", "llamabind", "run", "-m", str(tmp_path / "nope.gguf"), "hi"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "nope.gguf" in proc.stderr

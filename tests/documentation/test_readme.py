@@ -72,3 +72,46 @@ def test_readme_json_and_tools_example_runs(smollm2_path: Path) -> None:
     assert lines[0].startswith("name=") and "population=" in lines[0]
     assert lines[1].strip() in ("yes", "no")
     assert lines[2].startswith("{'name': 'get_weather', 'arguments': ")
+
+
+def test_readme_first_command_is_the_cli() -> None:
+    (fresh,) = [b for b in blocks("bash") if "fetch_llama_cpp.py && " in b]
+    assert fresh.strip().endswith('python3 -m llamabind run "The capital of France is"')
+
+
+def test_readme_command_line_examples_run(smollm2_path: Path, tmp_path: Path) -> None:
+    """Each `llamabind ...` line of the command-line section, except the interactive chat
+    and the Hugging Face download, runs and prints something (threads pinned for the tests)."""
+    import os
+    import shlex
+
+    from testutil import N_THREADS
+
+    (block,) = [b for b in blocks("bash") if "llamabind run" in b and "llamabind info" in b]
+    lines = [line for line in block.strip().splitlines() if "llamabind chat" not in line and "--hf" not in line]
+    assert len(lines) >= 8
+    threads = f"-t {N_THREADS} --threads-batch {N_THREADS}"
+    # The console script of this environment, whatever PATH holds.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for line in lines:
+        command = line.replace("llamabind run", f"llamabind run {threads}").replace(
+            "llamabind embed", f"llamabind embed {threads}")
+        proc = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, f"{line}\n{proc.stderr}"
+        assert proc.stderr == "", f"{line}\n{proc.stderr}"
+        assert proc.stdout.strip() or "-o " in line, line
+        if "--json-schema" in line:
+            import json
+
+            schema = json.loads(shlex.split(line)[shlex.split(line).index("--json-schema") + 1])
+            assert set(json.loads(proc.stdout)) >= set(schema["required"])
+    assert (tmp_path / "vectors.npy").is_file()
+
+
+def test_readme_cmake_package_example_is_the_tested_one() -> None:
+    """The README's find_package project is examples/cpp-package (built in tests/cpp)."""
+    (code,) = blocks("cmake")
+    example = (ROOT / "examples" / "cpp-package" / "CMakeLists.txt").read_text()
+    body = "\n".join(line for line in example.splitlines() if not line.startswith("#")).strip()
+    assert code.strip() == body

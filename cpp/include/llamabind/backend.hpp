@@ -48,6 +48,9 @@ std::string llama_cpp_pin();
 // llama_print_system_info(): the CPU features and backends compiled in and in use.
 std::string system_info();
 
+// What this build and machine support: memory-mapped and locked model files, offloading
+// layers to a GPU, the RPC backend; the most devices a model may be split across and the
+// most sequences a context may hold; llama.cpp's monotonic clock in microseconds.
 bool supports_mmap();
 bool supports_mlock();
 bool supports_gpu_offload();
@@ -65,6 +68,7 @@ struct DeviceInfo {
     std::size_t memory_total = 0;
 };
 
+// Every device ggml's backends registered, in registration order.
 std::vector<DeviceInfo> devices();
 
 // Names of llama.cpp's built-in chat templates (llama_chat_builtin_templates()).

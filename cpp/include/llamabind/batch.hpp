@@ -10,6 +10,14 @@
 
 namespace llamabind {
 
+// Holds tokens (or embedding rows) with their positions, sequence ids and output flags for
+// Context::decode. For one sequence, Context::decode_tokens needs no Batch at all.
+//
+//   llamabind::Batch batch(512);                     // room for 512 tokens
+//   for (int32_t i = 0; i < n; ++i) {
+//       batch.add(tokens[i], i, 0, i == n - 1);      // sequence 0, logits for the last token
+//   }
+//   ctx.decode(batch);
 class Batch {
 public:
     // capacity: tokens the batch can hold. embd > 0 makes an embeddings batch (rows of
@@ -24,12 +32,14 @@ public:
     Batch(Batch &&) noexcept = default;
     Batch & operator=(Batch &&) noexcept = default;
 
+    // Limits given to the constructor, and the entries currently held (size()).
     int32_t capacity() const noexcept { return capacity_; }
     int32_t size() const noexcept { return batch_->n_tokens; }
     int32_t embd() const noexcept { return embd_; }
     int32_t n_seq_max() const noexcept { return n_seq_max_; }
     bool is_embd() const noexcept { return embd_ > 0; }
 
+    // Empties the batch (capacity stays).
     void clear() noexcept { batch_->n_tokens = 0; }
 
     // Appends a token. Throws InvalidArgument when full, when seq_ids is empty or longer
@@ -67,6 +77,7 @@ public:
     llama_seq_id ** seq_id() noexcept { return batch_->seq_id; }
     int8_t * logits() noexcept { return batch_->logits; }
 
+    // The llama_batch itself, for calling llama.h directly.
     const llama_batch & raw() const noexcept { return *batch_; }
 
 private:

@@ -69,8 +69,20 @@ private:
     std::shared_ptr<std::atomic<int>> counter_;
 };
 
+// An inference context: KV memory, output buffers and threads over a shared Model. One
+// thread at a time uses it (methods lock mutex()); several contexts may share one model.
+//
+//   llamabind::ContextParams params;
+//   params.n_ctx = 2048;
+//   params.n_threads = 4;
+//   llamabind::Context ctx(model, params);
+//   ctx.decode_tokens(tokens.data(), tokens.size(), 0);
+//   const float * row = ctx.logits_ith(-1);       // n_vocab() logits of the last token
 class Context {
 public:
+    // Creates the context; throws InvalidArgument for impossible parameters (a vocab-only
+    // model, too many sequences, ...) and Error when llama.cpp cannot create it. The context
+    // keeps `model` alive.
     Context(std::shared_ptr<Model> model, const ContextParams & params = {});
     ~Context();
 
@@ -82,6 +94,7 @@ public:
     void close();
     bool closed() const noexcept;
 
+    // The raw llama_context (throws Closed after close()), its shared handle, and the model.
     llama_context * get() const;
     std::shared_ptr<llama_context> handle() const;
     const std::shared_ptr<Model> & model() const;
@@ -89,6 +102,9 @@ public:
     // Serialises use from several threads: every method below takes this lock.
     std::mutex & mutex() noexcept { return mutex_; }
 
+    // The sizes in effect (as llama.cpp set them from the parameters; n_ctx_seq is the
+    // context of one sequence), the model's n_vocab and output embedding width, the pooling
+    // in effect and whether embeddings are computed.
     uint32_t n_ctx() const;
     uint32_t n_ctx_seq() const;
     uint32_t n_batch() const;
@@ -155,12 +171,18 @@ public:
     OutputLease acquire_outputs() const;
     int live_output_leases() const noexcept { return leases_->load(); }
 
-    // KV memory.
+    // KV memory. Positions p0..p1 are half-open, [p0, p1); -1 means "from the start" for p0
+    // and "to the end" for p1; seq_id -1 (where llama.h allows it) means every sequence.
+    // memory_clear: forget everything (data=true also zeroes the buffers). seq_rm: remove
+    // cells; false when the memory cannot remove part of a sequence (recurrent models).
     void memory_clear(bool data = true);
     bool seq_rm(llama_seq_id seq_id, llama_pos p0 = -1, llama_pos p1 = -1);
     // Without kv_unified, sequences live in separate KV streams: copying to another sequence
     // then replaces that sequence's contents and only whole sequences can be copied.
     void seq_cp(llama_seq_id src, llama_seq_id dst, llama_pos p0 = -1, llama_pos p1 = -1);
+    // seq_keep: drop every other sequence. seq_add / seq_div: shift or divide the positions
+    // of [p0, p1) (context shifting, self-extend). seq_pos_min / seq_pos_max: the smallest
+    // and largest position held (-1 when empty). can_shift: whether seq_add/seq_div work.
     void seq_keep(llama_seq_id seq_id);
     void seq_add(llama_seq_id seq_id, llama_pos p0, llama_pos p1, llama_pos delta);
     void seq_div(llama_seq_id seq_id, llama_pos p0, llama_pos p1, int d);
@@ -168,7 +190,9 @@ public:
     llama_pos seq_pos_max(llama_seq_id seq_id) const;
     bool can_shift() const;
 
-    // State: whole context and per sequence, in memory and as files.
+    // State: whole context and per sequence, in memory and as files. The files also hold
+    // the tokens given when saving; loading returns them (at most token_capacity). Loading
+    // state of another model or a truncated buffer throws StateError.
     std::vector<uint8_t> state_get();
     void state_set(const uint8_t * data, std::size_t size);
     void state_save_file(const std::string & path, const std::vector<llama_token> & tokens);
@@ -181,6 +205,8 @@ public:
     std::vector<llama_token> state_seq_load_file(const std::string & path, llama_seq_id dest_seq_id,
                                                  std::size_t token_capacity);
 
+    // Threads for generation and for batches; whether decode computes embeddings; causal
+    // or bidirectional attention (for embedding with a decoder model).
     void set_threads(int32_t n_threads, int32_t n_threads_batch);
     void set_embeddings(bool embeddings);
     void set_causal_attn(bool causal);
@@ -192,6 +218,7 @@ public:
     bool cancel_requested() const noexcept { return cancel_flag_.load(std::memory_order_relaxed); }
     void clear_cancel() noexcept { cancel_flag_.store(false, std::memory_order_relaxed); }
 
+    // llama.cpp's timings of this context (needs ContextParams::no_perf = false).
     llama_perf_context_data perf() const;
     void perf_reset();
 
@@ -202,6 +229,7 @@ public:
                             int32_t il_end);
     void clear_control_vector();
 
+    // Waits until the backend has finished the work queued by the last decode.
     void synchronize();
 
 private:

@@ -14,6 +14,11 @@ namespace llamabind {
 
 class Model;
 
+// Apply with Context::set_lora_adapters({{adapter, scale}}). The adapter keeps its model
+// alive; a context keeps the adapters it uses alive.
+//
+//   auto adapter = llamabind::LoraAdapter::load(model, "adapter.gguf");
+//   ctx.set_lora_adapters({{adapter, 1.0f}});
 class LoraAdapter {
 public:
     // Loads an adapter GGUF for `model`. Throws FileNotFound or AdapterError.
@@ -21,11 +26,14 @@ public:
 
     LoraAdapter(std::shared_ptr<llama_adapter_lora> handle, std::string path);
 
+    // Drops this object's ownership (contexts using the adapter keep it); later calls throw
+    // Closed. Idempotent.
     void close() noexcept;
     bool closed() const noexcept;
     std::shared_ptr<llama_adapter_lora> handle() const;
     const std::string & path() const noexcept { return path_; }
 
+    // The adapter file's GGUF metadata, all of it and one key.
     std::map<std::string, std::string> metadata() const;
     std::optional<std::string> meta_val(const std::string & key) const;
     // Invocation tokens of an activated LoRA (empty for a plain LoRA).

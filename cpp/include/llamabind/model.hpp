@@ -50,6 +50,11 @@ struct ModelParams {
 };
 
 // Owns a llama_model. Create with Model::load / Model::load_splits.
+//
+//   llamabind::ModelParams params;
+//   params.n_gpu_layers = -1;                       // all layers on the GPU, if there is one
+//   std::shared_ptr<llamabind::Model> model = llamabind::Model::load("model.gguf", params);
+//   std::cout << model->desc() << ", " << model->n_params() << " parameters\n";
 class Model {
 public:
     // Loads a GGUF file (a split model may be given by its first part named
@@ -78,9 +83,15 @@ public:
 
     Vocab vocab() const;
 
+    // A one-line description, e.g. "llama 135M Q4_1".
     std::string desc() const;
+    // Bytes of all weight tensors.
     uint64_t size() const;
+    // Number of parameters.
     uint64_t n_params() const;
+    // Hyperparameters: training context length, embedding widths (input, hidden, output),
+    // layers, attention heads (query and key/value), sliding-window size (0 = none) and
+    // vocabulary size. A vocab_only model reports 0 for all but n_vocab.
     int32_t n_ctx_train() const;
     int32_t n_embd() const;
     int32_t n_embd_inp() const;
@@ -90,13 +101,18 @@ public:
     int32_t n_head_kv() const;
     int32_t n_swa() const;
     int32_t n_vocab() const;
+    // RoPE type and the frequency scale the model was trained with.
     llama_rope_type rope_type() const;
     float rope_freq_scale_train() const;
+    // The weights' file type (quantization), as an enum and as llama.cpp names it ("Q4_1").
     llama_ftype ftype() const;
     std::string ftype_name() const;
+    // Encoder-decoder models (T5): has_encoder(), and the token decoding starts from
+    // (LLAMA_TOKEN_NULL when the model names none).
     bool has_encoder() const;
     bool has_decoder() const;
     llama_token decoder_start_token() const;
+    // Architecture kinds: recurrent (Mamba, RWKV), hybrid attention/recurrent, diffusion.
     bool is_recurrent() const;
     bool is_hybrid() const;
     bool is_diffusion() const;

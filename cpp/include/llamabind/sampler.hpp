@@ -28,15 +28,25 @@ public:
     virtual std::unique_ptr<CustomSampler> clone() const { return nullptr; }
 };
 
+// Picks the next token from a context's logits through a chain of samplers, applied in the
+// order they were added; the last one selects (greedy, dist, mirostat, adaptive_p).
+//
+//   llamabind::SamplerChain sampler;
+//   sampler.add_penalties(vocab.n_tokens(), 64, 1.1f, 0.0f, 0.0f)
+//          .add_top_k(40).add_top_p(0.95f).add_temp(0.8f).add_dist(42);
+//   llama_token t = sampler.sample(ctx);             // also accepted into the chain's state
 class SamplerChain {
 public:
+    // no_perf = false makes llama.cpp time the chain (perf()).
     explicit SamplerChain(bool no_perf = true);
     SamplerChain(SamplerChain &&) noexcept = default;
     SamplerChain & operator=(SamplerChain &&) noexcept = default;
 
+    // Frees the chain and its samplers; later calls throw Closed. Idempotent.
     void close() noexcept;
     bool closed() const noexcept { return !chain_; }
 
+    // The raw llama_sampler chain (owned by this object).
     llama_sampler * get() const;
 
     // Every sampler llama.cpp ships. Each returns *this so calls can be chained.
@@ -69,6 +79,7 @@ public:
     // Whether a CustomSampler is in the chain (bindings keep the GIL while sampling then).
     bool has_custom() const noexcept { return n_custom_ > 0; }
 
+    // Number of samplers and their llama.cpp names ("top-k", "temp", ...).
     int32_t size() const;
     std::string name(int32_t i) const;
     std::vector<std::string> names() const;
@@ -83,6 +94,11 @@ public:
     // Like sample(), for a caller that already holds ctx.mutex().
     llama_token sample_locked(Context & ctx, int32_t idx);
 
+    // accept: feed a token chosen elsewhere to the stateful samplers (penalties, grammar,
+    // DRY, mirostat). apply: run the chain on candidates without selecting through a
+    // context. reset: forget accepted tokens and restart the random state. clone: an
+    // independent copy with the same state (throws InvalidArgument for custom samplers that
+    // cannot be cloned).
     void accept(llama_token token);
     void apply(llama_token_data_array & candidates);
     void reset();
@@ -90,6 +106,7 @@ public:
     // The seed of the last sampler that has one, LLAMA_DEFAULT_SEED otherwise.
     uint32_t seed() const;
 
+    // llama.cpp's timings of the chain (needs no_perf = false).
     llama_perf_sampler_data perf() const;
     void perf_reset();
 

@@ -12,16 +12,25 @@
 
 namespace llamabind {
 
+// Obtain one with Model::vocab(). Cheap to copy; every copy shares the model.
+//
+//   llamabind::Vocab vocab = model->vocab();
+//   std::vector<llama_token> ids = vocab.tokenize("Hello world");
+//   std::string text = vocab.detokenize(ids);        // "Hello world"
 class Vocab {
 public:
     explicit Vocab(std::shared_ptr<llama_model> model);
 
+    // The raw llama_vocab (valid while this Vocab, or any owner of the model, lives).
     const llama_vocab * get() const noexcept { return vocab_; }
     const std::shared_ptr<llama_model> & model_handle() const noexcept { return model_; }
 
+    // Number of tokens and the tokenizer family (SPM, BPE, WPM, UGM, RWKV, ...).
     int32_t n_tokens() const noexcept { return n_tokens_; }
     enum llama_vocab_type type() const;
 
+    // Special tokens; LLAMA_TOKEN_NULL (-1) when the model has none of that kind. The fim_*
+    // tokens are fill-in-the-middle markers (prefix, suffix, middle, pad, repo, separator).
     llama_token bos() const;
     llama_token eos() const;
     llama_token eot() const;
@@ -35,10 +44,14 @@ public:
     llama_token fim_pad() const;
     llama_token fim_rep() const;
     llama_token fim_sep() const;
+    // Whether tokenize(add_special=true) adds BOS / EOS / SEP, as the model asks.
     bool add_bos() const;
     bool add_eos() const;
     bool add_sep() const;
 
+    // Per token: its text in the vocabulary, its score, its attribute flags, whether it ends
+    // generation (EOS, EOT, ...) and whether it is a control token. Throw OutOfRange for ids
+    // outside the vocabulary.
     std::string text(llama_token token) const;
     float score(llama_token token) const;
     llama_token_attr attr(llama_token token) const;
