@@ -239,15 +239,15 @@ void Engine::pick_donor(Request & r, bool independent_only) {
 
 void Engine::admit() {
     while (!waiting_.empty()) {
-        auto free = std::find(slot_used_.begin(), slot_used_.end(), false);
-        if (free == slot_used_.end()) {
+        auto slot = std::find(slot_used_.begin(), slot_used_.end(), false);
+        if (slot == slot_used_.end()) {
             break;
         }
         std::unique_ptr<Request> r = std::move(waiting_.front());
         waiting_.pop_front();
         --n_queued_;
-        r->seq = static_cast<llama_seq_id>(free - slot_used_.begin());
-        *free = true;
+        r->seq = static_cast<llama_seq_id>(slot - slot_used_.begin());
+        *slot = true;
         // Cells someone else left in the slot (e.g. direct use of the context) would be read
         // as part of this sequence.
         ctx_->seq_rm(r->seq, -1, -1);
@@ -305,11 +305,11 @@ void Engine::compact() {
     // gap left by a finished sequence would split every step into several graph
     // computations. Move the highest sequences down into the gaps (a copy of their KV stream).
     for (;;) {
-        const auto free = std::find(slot_used_.begin(), slot_used_.end(), false);
-        if (free == slot_used_.end()) {
+        const auto slot = std::find(slot_used_.begin(), slot_used_.end(), false);
+        if (slot == slot_used_.end()) {
             return;
         }
-        const auto gap = static_cast<llama_seq_id>(free - slot_used_.begin());
+        const auto gap = static_cast<llama_seq_id>(slot - slot_used_.begin());
         Request * top = nullptr;
         for (auto & r : active_) {
             if (!r->finished && r->seq > gap && (top == nullptr || r->seq > top->seq)) {

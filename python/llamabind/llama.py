@@ -434,7 +434,11 @@ class Llama:
 
     def set_cache(self, cache: Any) -> None:
         """Sets a LlamaRAMCache / LlamaDiskCache (or None): prompts that extend a cached one
-        restore its state instead of evaluating it again."""
+        restore its state instead of evaluating it again. With n_parallel > 1 the cache is not
+        used: the engine shares prompt prefixes between running requests instead."""
+        if cache is not None and self._runner is not None:
+            logger.warning("Llama.set_cache: the cache is not used with n_parallel > 1 (the engine shares "
+                           "prompt prefixes between running requests instead)")
         self.cache = cache
 
     def set_seed(self, seed: int) -> None:

@@ -52,6 +52,13 @@ def par(smollm2_path: Path) -> Iterator[Llama]:
         yield llm
 
 
+@pytest.fixture
+def fresh(smollm2_path: Path) -> Iterator[Llama]:
+    """A Llama(n_parallel=6) of its own, so that its engine counters describe one test."""
+    with _llama(smollm2_path, n_parallel=6) as llm:
+        yield llm
+
+
 def text(out: dict) -> str:
     return out["choices"][0]["text"]
 
@@ -125,22 +132,31 @@ def test_streaming_a_prompt_list_gives_each_choice_its_index(single: Llama, par:
         assert finished == ["length"] * len(prompts)
 
 
-def test_shared_system_prompt_is_evaluated_once(single: Llama, par: Llama) -> None:
+def test_shared_system_prompt_is_evaluated_once(smollm2_path: Path) -> None:
+    # With flash attention every query row's attention is computed on its own, so the output
+    # cannot depend on how the engine split the prompts into ubatches (without it llama.cpp
+    # picks matrix kernels by the number of query rows, which changes the rounding).
     chats = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS]
-    alone = [single.create_chat_completion(c, max_tokens=12, temperature=0.0)["choices"][0]["message"]
-             for c in chats]
-    before = stats(par)
-    with ThreadPoolExecutor(len(chats)) as pool:
-        got = list(pool.map(lambda c: par.create_chat_completion(c, max_tokens=12, temperature=0.0), chats))
-    after = stats(par)
-    assert [g["choices"][0]["message"] for g in got] == alone
-    n_system = len(par.tokenize(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n".encode(), add_bos=False, special=True))
-    # Whichever request started first evaluated the system prompt; the others copied it.
-    shared = after["prompt_tokens_shared"] - before["prompt_tokens_shared"]
-    assert shared >= (len(chats) - 1) * n_system
-    evaluated = after["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"]
-    assert evaluated == (after["prompt_tokens"] - before["prompt_tokens"]) - shared
-    assert_idle_and_empty(par)
+    with _llama(smollm2_path, flash_attn=True) as single:
+        alone = [single.create_chat_completion(c, max_tokens=12, temperature=0.0)["choices"][0]["message"]
+                 for c in chats]
+        n_system = len(single.tokenize(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n".encode(), add_bos=False,
+                                       special=True))
+    with _llama(smollm2_path, flash_attn=True, n_parallel=4) as par:
+        barrier = threading.Barrier(len(chats))
+
+        def chat(c: list) -> dict:
+            barrier.wait()
+            return par.create_chat_completion(c, max_tokens=12, temperature=0.0)
+
+        with ThreadPoolExecutor(len(chats)) as pool:
+            got = list(pool.map(chat, chats))
+        after = stats(par)
+        assert [g["choices"][0]["message"] for g in got] == alone
+        # Whichever request started first evaluated the system prompt; the others copied it.
+        assert after["prompt_tokens_shared"] >= (len(chats) - 1) * n_system
+        assert after["prompt_tokens_evaluated"] == after["prompt_tokens"] - after["prompt_tokens_shared"]
+        assert_idle_and_empty(par)
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +182,8 @@ def _same_completion(got: dict, want: dict) -> None:
         np.testing.assert_allclose(g["logprobs"]["token_logprobs"], w["logprobs"]["token_logprobs"], atol=1e-4)
 
 
-def test_threads_with_their_own_settings_run_together(single: Llama, par: Llama) -> None:
+def test_threads_with_their_own_settings_run_together(single: Llama, fresh: Llama) -> None:
+    par = fresh
     want = [single.create_completion(p, **kw) for p, kw in PER_REQUEST]
     assert text(want[1]) in (" yes", " no")
     assert text(want[2]) != text(want[3])  # the seeds matter
@@ -182,12 +199,15 @@ def test_threads_with_their_own_settings_run_together(single: Llama, par: Llama)
         got = list(pool.map(call, range(len(PER_REQUEST))))
     for g, w in zip(got, want):
         _same_completion(g, w)
-    assert stats(par)["max_active"] >= 2 and stats(par)["steps"] - before["steps"] < sum(
-        g["usage"]["completion_tokens"] for g in got)
+    after = stats(par)
+    assert after["max_active"] >= 3
+    # Served together: far fewer decodes than tokens (one at a time would need one per token).
+    assert after["steps"] - before["steps"] < sum(g["usage"]["completion_tokens"] for g in got) // 2
     assert_idle_and_empty(par)
 
 
-def test_asyncio_tasks_are_served_together(single: Llama, par: Llama) -> None:
+def test_asyncio_tasks_are_served_together(single: Llama, fresh: Llama) -> None:
+    par = fresh
     question = [{"role": "user", "content": "What is 2+2?"}]
     want = [single.create_completion(p, **kw) for p, kw in PER_REQUEST[:4]]
     want_chat = single.create_chat_completion(question, max_tokens=8, temperature=0.0)
@@ -207,8 +227,9 @@ def test_asyncio_tasks_are_served_together(single: Llama, par: Llama) -> None:
         _same_completion(g, w)
     assert chat["choices"][0]["message"] == want_chat["choices"][0]["message"]
     assert streamed_text == text(single.create_completion(PROMPTS[0], max_tokens=12, temperature=0.0))
-    assert stats(par)["max_active"] >= 4
-    assert stats(par)["steps"] - before["steps"] < 12 + 12 + 8
+    after = stats(par)
+    assert after["max_active"] >= 4
+    assert after["steps"] - before["steps"] < (sum(g["usage"]["completion_tokens"] for g in got) + 8 + 12) // 2
     assert_idle_and_empty(par)
 
 

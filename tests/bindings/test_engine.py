@@ -237,15 +237,17 @@ def test_shared_prefix_is_copied_not_evaluated(tiny: lb.Model, make_tiny_ctx) ->
     ctx = make_tiny_ctx(n_seq_max=3)
     engine = _core.Engine(ctx, min_shared_prefix=8)
     system = tiny.vocab.tokenize("You are a helpful assistant who answers every question briefly and politely.")
-    assert len(system) >= 16
+    assert len(system) >= 12
     a = system + tiny.vocab.tokenize(" What is the capital of France?", add_special=False)
     b = system + tiny.vocab.tokenize(" Name a colour.", add_special=False)
     c = tiny.vocab.tokenize("Unrelated prompt")
     ids = [engine.submit(p, greedy(tiny), max_tokens=5) for p in (a, b, c)]
     tokens, _, _ = run(engine)
     stats = engine.stats
-    assert stats["prompt_tokens_shared"] == len(system)
-    assert stats["prompt_tokens_evaluated"] == len(a) + len(b) + len(c) - len(system)
+    common = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)  # the system prompt and a bit more
+    assert common >= len(system)
+    assert stats["prompt_tokens_shared"] == common
+    assert stats["prompt_tokens_evaluated"] == len(a) + len(b) + len(c) - common
     for rid, p in zip(ids, (a, b, c)):
         assert tokens[rid] == greedy_alone(tiny, p, 5)
     assert kv_empty(ctx)

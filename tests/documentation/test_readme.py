@@ -49,7 +49,7 @@ def test_readme_parallel_example_runs(smollm2_path: Path) -> None:
     (code,) = [b for b in blocks("python") if "n_parallel=4" in b]
     lines = run_python(code)
     assert len(lines) == 6
-    assert lines[0].startswith("0 '") and lines[1].startswith("1 '")
+    assert lines[0].startswith("0 ") and lines[1].startswith("1 ")
     assert "|" in lines[2]
     assert [line.split(" -> ")[0] for line in lines[3:]] == ["Who wrote Hamlet?", "What is H2O?", "Name a planet."]
 
