@@ -264,6 +264,8 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--flash-attn", type=int, default=0)
     parser.add_argument("--skip-native-build", action="store_true", help="use build/bench as it is")
+    parser.add_argument("--skip-native", action="store_true",
+                        help="leave llama-batched-bench out (smoke tests without the native tools)")
     parser.add_argument("--write-results", action="store_true", help="also rewrite bench/BATCHED.md")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
@@ -277,7 +279,7 @@ def main() -> int:
 
     from llamabind import models
 
-    if not args.skip_native_build:
+    if not args.skip_native_build and not args.skip_native:
         harness.build_native()
     paths = {
         "llama.cpp (llama-batched-bench)": lambda m: run_native(m, args),
@@ -286,6 +288,8 @@ def main() -> int:
         "llamabind Llama single stream": lambda m: run_worker("single", m, args),
         "ttft": lambda m: run_worker("ttft", m, args),
     }
+    if args.skip_native:
+        del paths["llama.cpp (llama-batched-bench)"]
     results: dict[str, dict[str, dict[str, float | None]]] = {}
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name in args.models:

@@ -15,9 +15,10 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name", ["smollm2", "gemma3"])
-def test_batched_example_matches_each_prompt_alone(native_build, request, model_name: str) -> None:
-    model = request.getfixturevalue(f"{model_name}_path")
+def test_batched_example_matches_each_prompt_alone(native_build, smollm2_path) -> None:
+    # SmolLM2 only: Gemma 3's batched decode differs slightly from its one-sequence decode in
+    # llama.cpp itself (tests/api/test_llama_parallel.py::test_llama_decode_batched_against_alone).
+    model = smollm2_path
     together = run_batched(native_build, model, PROMPTS, N_PREDICT, slots=2, threads=N_THREADS)
     for prompt, ids in zip(PROMPTS, together):
         _, alone = run_example(native_build, model, prompt, N_PREDICT, threads=N_THREADS)
