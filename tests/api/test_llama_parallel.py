@@ -37,6 +37,12 @@ QUESTIONS = ["What is the capital of Italy?", "Who wrote Hamlet?", "What is H2O?
 
 def _llama(path: Path, **kw) -> Llama:
     kw.setdefault("n_ctx", 256)
+    # Flash attention computes each query row's attention on its own. Without it llama.cpp
+    # picks the attention's matrix kernels by the number of query rows in a ubatch, so a
+    # prompt that arrives while others generate (and is split into ubatches differently than
+    # when it runs alone) can round differently; the comparisons with single-sequence runs
+    # below would then depend on the timing of the threads.
+    kw.setdefault("flash_attn", True)
     return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False, **kw)
 
 
@@ -218,16 +224,13 @@ def test_streaming_a_prompt_list_gives_each_choice_its_index(single: Llama, par:
 
 
 def test_shared_system_prompt_is_evaluated_once(smollm2_path: Path) -> None:
-    # With flash attention every query row's attention is computed on its own, so the output
-    # cannot depend on how the engine split the prompts into ubatches (without it llama.cpp
-    # picks matrix kernels by the number of query rows, which changes the rounding).
     chats = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS]
-    with _llama(smollm2_path, flash_attn=True) as single:
+    with _llama(smollm2_path) as single:
         alone = [single.create_chat_completion(c, max_tokens=12, temperature=0.0)["choices"][0]["message"]
                  for c in chats]
         n_system = len(single.tokenize(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n".encode(), add_bos=False,
                                        special=True))
-    with _llama(smollm2_path, flash_attn=True, n_parallel=4) as par:
+    with _llama(smollm2_path, n_parallel=4) as par:
         barrier = threading.Barrier(len(chats))
 
         def chat(c: list) -> dict:
