@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STUB = ROOT / "python" / "llamabind" / "_core.pyi"
 ENUMS = (
     "VocabType|RopeType|TokenAttr|FType|RopeScalingType|PoolingType|AttentionType|FlashAttnType|"
-    "SplitMode|LoadMode|GGMLType|NumaStrategy"
+    "SplitMode|LoadMode|GGMLType|NumaStrategy|FinishReason"
 )
 
 

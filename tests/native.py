@@ -19,6 +19,7 @@ class NativeBuild:
     build_dir: Path
     example: Path  # llamabind-simple (our C++ example)
     reference_simple: Path  # llama.cpp's examples/simple/simple.cpp
+    batched: Path  # llamabind-batched (our C++ engine example)
 
 
 def build_dir() -> Path:
@@ -37,7 +38,7 @@ def build(target_dir: Path | None = None) -> NativeBuild:
         "-DLLAMABIND_BUILD_PYTHON=OFF",
     ]
     jobs = str(os.cpu_count() or 2)
-    targets = ["llamabind-simple", "llamabind-ref-simple"]
+    targets = ["llamabind-simple", "llamabind-ref-simple", "llamabind-batched"]
     for cmd in (configure, ["cmake", "--build", str(out), "-j", jobs, "--target", *targets]):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -48,6 +49,7 @@ def build(target_dir: Path | None = None) -> NativeBuild:
         build_dir=out,
         example=out / "examples" / "cpp" / f"llamabind-simple{exe}",
         reference_simple=out / f"llamabind-ref-simple{exe}",
+        batched=out / "examples" / "cpp" / f"llamabind-batched{exe}",
     )
 
 
@@ -72,3 +74,17 @@ def run_example(native: NativeBuild, model: Path, prompt: str, n_predict: int, t
         raise RuntimeError(f"llamabind-simple failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
     ids = [int(t) for t in proc.stderr.decode().strip().splitlines()[-1].split()]
     return proc.stdout.decode("utf-8"), ids
+
+
+def run_batched(native: NativeBuild, model: Path, prompts: list[str], n_predict: int, slots: int,
+                threads: int = 2) -> list[list[int]]:
+    """Runs our C++ engine example; returns the generated token ids of each prompt."""
+    proc = subprocess.run(
+        [str(native.batched), "-m", str(model), "-n", str(n_predict), "-t", str(threads), "-s", str(slots), *prompts],
+        capture_output=True, timeout=600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"llamabind-batched failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+    rows = [line.split(":", 1) for line in proc.stdout.decode().strip().splitlines()]
+    assert [int(i) for i, _ in rows] == list(range(len(prompts)))
+    return [[int(t) for t in ids.split()] for _, ids in rows]

@@ -26,6 +26,7 @@ void init_batch(py::module_ & m);
 void init_context(py::module_ & m);
 void init_sampler(py::module_ & m);
 void init_lora(py::module_ & m);
+void init_engine(py::module_ & m);
 
 // Decodes bytes from llama.cpp as UTF-8, replacing invalid sequences (token texts and
 // metadata come from untrusted files).

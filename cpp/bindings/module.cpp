@@ -19,4 +19,5 @@ PYBIND11_MODULE(_core, m) {
     b::init_batch(m);
     b::init_context(m);
     b::init_sampler(m);
+    b::init_engine(m);
 }

@@ -17,10 +17,12 @@ sequence.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fnmatch
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
@@ -34,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core, _tools
+from ._engine import EngineRequest, EngineRunner
 from ._core import (
     DEFAULT_SEED,
     AbortedError,
@@ -41,6 +44,7 @@ from ._core import (
     Batch,
     ClosedError,
     Context,
+    FinishReason,
     FlashAttnType,
     GGMLType,
     LoraAdapter,
@@ -145,6 +149,19 @@ class Llama:
     changes speed only; `lora_base` is ignored (llama.cpp applies adapters to the loaded
     weights); `verbose` does not print llama.cpp's log, which always goes to the `logging`
     logger "llamabind" (configure logging to see it).
+
+    `n_parallel` (llamabind only, default 1) is how many sequences are generated at once.
+    With n_parallel=N > 1 the context holds N sequences of n_ctx tokens each (its KV cache
+    is N times as large) and an engine serves every completion, chat completion and their
+    async variants: each step decodes one batch holding the next token of every running
+    request plus chunks of new prompts, so calls from several threads or asyncio tasks, and
+    create_completion with a list of prompts, run together instead of one after another.
+    Prompts that start with the same tokens as a running request (a shared system prompt)
+    copy its KV cells instead of evaluating them again. Requests beyond N wait for a free
+    slot. Breaking out of a stream, cancelling its task or its `cancel` event frees the
+    slot at once. Not available with n_parallel > 1: echo=True together with logprobs,
+    and set_cache (the engine's prefix sharing takes its place); the low-level eval /
+    sample / generate / save_state / load_state work while no completion runs.
     """
 
     def __init__(
@@ -196,6 +213,7 @@ class Llama:
         spm_infill: bool = False,
         verbose: bool = True,
         progress_callback: Callable[[float], bool | None] | None = None,
+        n_parallel: int = 1,
         **kwargs: Any,
     ) -> None:
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
@@ -204,6 +222,14 @@ class Llama:
         self._lock = threading.RLock()
         self._active_cancel: threading.Event | None = None
         self._generating = False
+        self._runner: EngineRunner | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.n_parallel = int(n_parallel)
+        if self.n_parallel < 1 or self.n_parallel > _core.max_parallel_sequences():
+            raise ValueError(f"n_parallel must be in [1, {_core.max_parallel_sequences()}], got {n_parallel}")
+        if self.n_parallel > 1 and embedding:
+            raise ValueError("n_parallel is for generation; with embedding=True, embed() already packs many inputs "
+                             "into each decode")
         self.verbose = verbose
         self.model_path = os.fspath(model_path)
         unknown = sorted(set(kwargs) - _CONSTRUCTOR_EXTRAS)
@@ -260,6 +286,11 @@ class Llama:
         if embedding:
             # Many inputs go into one decode as separate sequences sharing the cells.
             self.context_params.update(n_seq_max=min(64, _core.max_parallel_sequences()), kv_unified=True)
+        if self.n_parallel > 1:
+            # n_ctx stays the window of one sequence: each slot gets its own n_ctx cells (its own
+            # KV stream), so one request filling its context never disturbs another.
+            self.context_params.update(n_ctx=(n_ctx or self._model.n_ctx_train) * self.n_parallel,
+                                       n_seq_max=self.n_parallel)
         self._ctx: Context | None = None
         self._adapter: LoraAdapter | None = None
         if not vocab_only:
@@ -267,7 +298,12 @@ class Llama:
             if lora_path:
                 self._adapter = LoraAdapter(self._model, lora_path)
                 self._ctx.set_lora_adapters([(self._adapter, lora_scale)])
-        self._n_ctx = self._ctx.n_ctx if self._ctx else (n_ctx or self._model.n_ctx_train)
+        if self._ctx is not None and self.n_parallel > 1:
+            self._runner = EngineRunner(self._ctx)
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4 * self.n_parallel + 4,
+                                                                   thread_name_prefix="llamabind-call")
+        self._n_ctx = (self._ctx.n_ctx_seq if self._runner else self._ctx.n_ctx) if self._ctx else \
+            (n_ctx or self._model.n_ctx_train)
         self.input_ids: npt.NDArray[np.intc] = np.zeros(self._n_ctx, dtype=np.intc)
         self.scores: npt.NDArray[np.single] = (
             np.zeros((self._n_ctx, self._n_vocab), dtype=np.single) if logits_all else np.zeros((0, self._n_vocab), np.single)
@@ -285,6 +321,10 @@ class Llama:
 
     def close(self) -> None:
         """Frees the context and the model. Idempotent; later calls raise ClosedError."""
+        if self._runner is not None:
+            self._runner.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         with self._lock:
             self._closed = True
             self._vocab_obj = None
@@ -394,7 +434,11 @@ class Llama:
 
     def set_cache(self, cache: Any) -> None:
         """Sets a LlamaRAMCache / LlamaDiskCache (or None): prompts that extend a cached one
-        restore its state instead of evaluating it again."""
+        restore its state instead of evaluating it again. With n_parallel > 1 the cache is not
+        used: the engine shares prompt prefixes between running requests instead."""
+        if cache is not None and self._runner is not None:
+            logger.warning("Llama.set_cache: the cache is not used with n_parallel > 1 (the engine shares "
+                           "prompt prefixes between running requests instead)")
         self.cache = cache
 
     def set_seed(self, seed: int) -> None:
@@ -409,6 +453,7 @@ class Llama:
         """A snapshot of the context, restorable with load_state (also into another Llama
         on the same model)."""
         with self._lock:
+            self._check_engine_idle("save_state")
             ctx = self._context()
             data = ctx.state_get()
             scores = self.scores[: self.n_tokens].copy() if self._logits_all else self._scores.copy()
@@ -418,6 +463,7 @@ class Llama:
         """Restores a snapshot from save_state. Raises StateError (leaving an empty context)
         when it does not fit this model and context."""
         with self._lock:
+            self._check_engine_idle("load_state")
             ctx = self._context()
             if state.n_tokens > self._n_ctx:
                 raise ValueError(f"state holds {state.n_tokens} tokens, more than n_ctx={self._n_ctx}")
@@ -450,9 +496,18 @@ class Llama:
 
     # ------------------------------------------------------------------ evaluation
 
+    def _check_engine_idle(self, where: str) -> None:
+        """The low-level API (eval, sample, generate, state) works on sequence 0 of the context;
+        with n_parallel > 1 the engine's requests use it too."""
+        if self._runner is not None and self._runner.busy:
+            raise RuntimeError(f"[Llama.{where}] completions are running on this Llama's engine "
+                               f"(n_parallel={self.n_parallel}); the low-level API shares their context, so "
+                               "wait until they finish")
+
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluates tokens after the ones already evaluated, in chunks of n_batch."""
         with self._lock:
+            self._check_engine_idle("eval")
             self._eval(list(tokens))
 
     def _eval(self, tokens: list[int], *, cancel: threading.Event | None = None) -> None:
@@ -540,10 +595,11 @@ class Llama:
             params = params.replace(penalty_last_n=self.last_n_tokens_size)
         return params
 
-    def _chain(self, params: SamplingParams, history: Sequence[int]) -> _core.SamplerChain:
+    def _chain(self, params: SamplingParams, history: Sequence[int],
+               input_ids: Callable[[], npt.NDArray[np.intc]] | None = None) -> _core.SamplerChain:
         n = params.penalty_last_n if params.penalty_last_n >= 0 else len(history)
-        return params.build(self._model, list(history)[-n:] if n else [], lambda: self.input_ids[: self.n_tokens],
-                            n_ctx=self._n_ctx)
+        return params.build(self._model, list(history)[-n:] if n else [],
+                            input_ids or (lambda: self.input_ids[: self.n_tokens]), n_ctx=self._n_ctx)
 
     def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                temp: float = 0.8, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
@@ -552,6 +608,7 @@ class Llama:
                grammar: LlamaGrammar | None = None, idx: int | None = None) -> int:
         """Samples one token from the logits of the last evaluation (or batch entry idx)."""
         with self._lock:
+            self._check_engine_idle("sample")
             ctx = self._context()
             params = self._sampling(top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p, temp=temp,
                                     repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
@@ -578,6 +635,7 @@ class Llama:
                                 logits_processor=logits_processor, grammar=grammar, seed=seed, sampling=sampling)
         cancel = cancel or threading.Event()
         with self._lock:
+            self._check_engine_idle("generate")
             self._begin_generation(cancel)
             try:
                 tokens = list(tokens)
@@ -832,7 +890,29 @@ class Llama:
                              for r in kept],
         }
 
-    def _create_completion(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
+    def _create_completion(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Completion chunks (the streamed form of every completion), from the engine when
+        n_parallel > 1 (the request is queued at once), else from the single sequence (when
+        iterated). Arguments as _completion_single."""
+        if self._runner is not None:
+            return self._completion_engine(*args, **kwargs)[1]
+        return self._completion_single(*args, **kwargs)
+
+    def _completion_dicts(self, chunks: Iterator[_Chunk], cid: str, created: int, model_name: str, n_prompt: int,
+                          base: int, logprobs: int | None, _object: str) -> Iterator[dict[str, Any]]:
+        for chunk in chunks:
+            lp = None
+            if logprobs is not None:
+                lp = self._logprobs_dict(chunk.records, len(chunk.text), base) if chunk.records or chunk.text \
+                    else {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+            base += len(chunk.text)
+            yield {
+                "id": cid, "object": _object, "created": created, "model": model_name,
+                "choices": [{"text": chunk.text, "index": 0, "logprobs": lp, "finish_reason": chunk.finish_reason}],
+                "_n": (n_prompt, chunk.generated),
+            }
+
+    def _completion_single(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
                            max_tokens: int | None = 16, temperature: float = 0.8, top_p: float = 0.95,
                            min_p: float = 0.05, typical_p: float = 1.0, logprobs: int | None = None,
                            echo: bool = False, stop: str | list[str] | None = None, frequency_penalty: float = 0.0,
@@ -844,7 +924,7 @@ class Llama:
                            logit_bias: dict[int, float] | None = None, sampling: SamplingParams | None = None,
                            cancel: threading.Event | None = None, _object: str = "text_completion",
                            ) -> Iterator[dict[str, Any]]:
-        """Yields completion chunks: the streamed form of every completion."""
+        """Completion chunks from the single-sequence path (n_parallel=1)."""
         if logprobs is not None and logprobs < 0:
             raise ValueError("logprobs must be >= 0")
         if grammar is not None and not isinstance(grammar, LlamaGrammar):
@@ -867,28 +947,135 @@ class Llama:
                 prompt_tokens = [self._vocab.bos]
             self._begin_generation(token)
             try:
-                base = 0 if echo else len(prompt_text)
-                for chunk in self._generate_chunks(prompt_tokens, prompt_text, max_tokens=max_tokens, params=params,
-                                                   stop=stop or [], logprobs=logprobs, echo=echo,
-                                                   stopping_criteria=stopping_criteria, cancel=token):
-                    lp = None
-                    if logprobs is not None:
-                        lp = self._logprobs_dict(chunk.records, len(chunk.text), base) if chunk.records or chunk.text \
-                            else {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
-                    base += len(chunk.text)
-                    yield {
-                        "id": cid, "object": _object, "created": created, "model": model_name,
-                        "choices": [{"text": chunk.text, "index": 0, "logprobs": lp,
-                                     "finish_reason": chunk.finish_reason}],
-                        "_n": (len(prompt_tokens), chunk.generated),
-                    }
+                chunks = self._generate_chunks(prompt_tokens, prompt_text, max_tokens=max_tokens, params=params,
+                                               stop=stop or [], logprobs=logprobs, echo=echo,
+                                               stopping_criteria=stopping_criteria, cancel=token)
+                yield from self._completion_dicts(chunks, cid, created, model_name, len(prompt_tokens),
+                                                  0 if echo else len(prompt_text), logprobs, _object)
             finally:
                 self._end_generation()
                 if self.cache is not None and self.n_tokens > 0:
                     with contextlib.suppress(Exception):
                         self.cache[tuple(self.input_ids[: self.n_tokens].tolist())] = self.save_state()
 
-    def create_completion(self, prompt: str | list[int], suffix: str | None = None, max_tokens: int | None = 16,
+    def _completion_engine(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
+                           max_tokens: int | None = 16, temperature: float = 0.8, top_p: float = 0.95,
+                           min_p: float = 0.05, typical_p: float = 1.0, logprobs: int | None = None,
+                           echo: bool = False, stop: str | list[str] | None = None, frequency_penalty: float = 0.0,
+                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
+                           stream: bool = False, seed: int | None = None, tfs_z: float = 1.0,
+                           mirostat_mode: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
+                           model: str | None = None, stopping_criteria: StoppingCriteriaList | None = None,
+                           logits_processor: LogitsProcessorList | None = None, grammar: LlamaGrammar | None = None,
+                           logit_bias: dict[int, float] | None = None, sampling: SamplingParams | None = None,
+                           cancel: threading.Event | None = None, _object: str = "text_completion",
+                           ) -> tuple[EngineRequest | None, Iterator[dict[str, Any]]]:
+        """Queues a completion with the engine; returns the request (None when there is
+        nothing to generate) and its chunks, produced as the engine delivers tokens."""
+        runner = self._runner
+        assert runner is not None
+        if logprobs is not None and logprobs < 0:
+            raise ValueError("logprobs must be >= 0")
+        if grammar is not None and not isinstance(grammar, LlamaGrammar):
+            raise TypeError(f"grammar must be a LlamaGrammar, got {type(grammar).__name__}")
+        if echo and logprobs is not None:
+            raise ValueError("echo=True with logprobs needs the logits of every prompt token, which "
+                             "Llama(n_parallel>1) does not compute; use a Llama with n_parallel=1 for it")
+        params = self._sampling(temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                                frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                                repeat_penalty=repeat_penalty, top_k=top_k, tfs_z=tfs_z, mirostat_mode=mirostat_mode,
+                                mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logits_processor=logits_processor,
+                                grammar=grammar, logit_bias=logit_bias, seed=seed, sampling=sampling)
+        self._context()
+        prompt_tokens, prompt_text = self._completion_prompt(prompt, suffix)
+        if not prompt_tokens:
+            if self._vocab.bos < 0:
+                raise ValueError("the prompt is empty and the model has no BOS token to start from")
+            prompt_tokens = [self._vocab.bos]
+        n_prompt = len(prompt_tokens)
+        if n_prompt > self._n_ctx:
+            raise ValueError(f"Requested tokens ({n_prompt}) exceed context window of {self._n_ctx}")
+        budget = self._n_ctx - n_prompt
+        if max_tokens is None or max_tokens <= 0 or max_tokens > budget:
+            max_tokens = budget
+        cid = self._completion_id()
+        created = int(time.time())
+        request: EngineRequest | None = None
+        if max_tokens > 0:
+            with self._lock:
+                # Low-level calls (eval, generate, ...) hold the lock and use sequence 0; the
+                # engine may now overwrite it, so they start afresh afterwards.
+                self.n_tokens = 0
+                holder: list[EngineRequest] = []
+
+                def input_ids() -> npt.NDArray[np.intc]:
+                    return np.asarray(holder[0].tokens if holder else prompt_tokens, dtype=np.intc)
+
+                chain = self._chain(params, prompt_tokens, input_ids)
+                request = runner.submit(prompt_tokens, chain, max_tokens=max_tokens,
+                                        return_logits=logprobs is not None or stopping_criteria is not None,
+                                        cancel=cancel)
+                holder.append(request)
+        chunks = self._engine_chunks(request, prompt_tokens, prompt_text, stop=stop or [], logprobs=logprobs,
+                                     echo=echo, stopping_criteria=stopping_criteria)
+        return request, self._completion_dicts(chunks, cid, created, model or self.model_path, n_prompt,
+                                               0 if echo else len(prompt_text), logprobs, _object)
+
+    def _engine_chunks(self, request: EngineRequest | None, prompt_tokens: list[int], prompt_text: str, *,
+                       stop: str | Sequence[str], logprobs: int | None, echo: bool,
+                       stopping_criteria: StoppingCriteriaList | None) -> Iterator[_Chunk]:
+        """_generate_chunks for a request the engine runs: the same text, stop, logprobs and
+        stopping-criteria handling over the tokens it delivers."""
+        try:
+            if echo:
+                yield _Chunk(prompt_text, [])
+            want_logprobs = logprobs is not None
+            k = int(logprobs or 0)
+            offset = len(prompt_text)
+            utf8 = Utf8Stream()
+            stops = StopMatcher([stop] if isinstance(stop, str) else list(stop))
+            pending: list[_TokenRecord] = []
+            generated: list[int] = []
+            finish = "length"
+            for ev in request.events() if request is not None else ():
+                token = int(ev.token)
+                if ev.finish == FinishReason.STOP:
+                    finish = "stop"
+                    break
+                row = ev.logits
+                record = _TokenRecord(token, self._piece_text(token), offset)
+                if want_logprobs and row is not None:
+                    lp, top = self._top_logprobs(row, k)
+                    record.logprob = float(lp[token])
+                    record.raw_top = top
+                offset += len(record.text)
+                pending.append(record)
+                generated.append(token)
+                text, stopped = stops.push(utf8.push(self._vocab.token_to_piece(token)))
+                if stopped:
+                    yield _Chunk(text, pending, "stop", len(pending))
+                    return
+                stop_now = False
+                if stopping_criteria is not None and row is not None:
+                    stop_now = bool(stopping_criteria(np.asarray(prompt_tokens + generated, dtype=np.intc), row))
+                if text or stop_now:
+                    yield _Chunk(text, pending, None, len(pending))
+                    pending = []
+                if stop_now:
+                    finish = "stop"
+                    break
+            tail, stopped = stops.push(utf8.flush())
+            if stopped:
+                finish = "stop"
+            else:
+                tail += stops.flush()
+            yield _Chunk(tail, pending, finish, len(pending))
+        finally:
+            if request is not None:
+                request.close()
+
+    def create_completion(self, prompt: str | list[int] | list[str] | list[list[int]], suffix: str | None = None,
+                          max_tokens: int | None = 16,
                           temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                           logprobs: int | None = None, echo: bool = False, stop: str | list[str] | None = [],
                           frequency_penalty: float = 0.0, presence_penalty: float = 0.0, repeat_penalty: float = 1.0,
@@ -901,7 +1088,23 @@ class Llama:
         """Completes a prompt (text or token ids). Returns an OpenAI-style completion dict, or
         with stream=True an iterator of chunks. max_tokens None or <= 0 fills the context.
         `sampling` (a SamplingParams) reaches every llama.cpp sampler; `cancel` (an Event)
-        stops the generation from another thread, as does llm.cancel()."""
+        stops the generation from another thread, as does llm.cancel().
+
+        A list of prompts (strings, or lists of token ids) gives one choice per prompt, choice i
+        for prompt i. With Llama(n_parallel=N) they are generated together, N at a time, in
+        shared batches; streamed chunks then come in the order the tokens are made, each with
+        its choice's index."""
+        if _is_prompt_list(prompt):
+            call: dict[str, Any] = dict(
+                suffix=suffix, max_tokens=max_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
+                typical_p=typical_p, logprobs=logprobs, echo=echo, stop=stop, frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k, stream=True, seed=seed,
+                tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+                model=model, stopping_criteria=stopping_criteria, logits_processor=logits_processor, grammar=grammar,
+                logit_bias=logit_bias, sampling=sampling, cancel=cancel)
+            if stream:
+                return self._stream_many(list(prompt), call)
+            return _merge_completions(self._complete_many(list(prompt), call))
         chunks = self._create_completion(
             prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo, stop, frequency_penalty,
             presence_penalty, repeat_penalty, top_k, stream, seed, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta,
@@ -909,6 +1112,78 @@ class Llama:
         if stream:
             return _strip_private(chunks)
         return _collect_completion(chunks, logprobs is not None)
+
+    def generate_batch(self, prompts: Sequence[str | Sequence[int]], **kwargs: Any) -> list[dict[str, Any]]:
+        """Completes many prompts; returns one completion dict per prompt, in order, as
+        create_completion(prompt, **kwargs) would for each. With Llama(n_parallel=N), N run at
+        a time in shared batches (the rest wait for a free slot), else one after another.
+
+            llm = Llama(model_path, n_parallel=4)
+            outs = llm.generate_batch(["The capital of France is", "2 + 2 ="], max_tokens=8, temperature=0)
+            texts = [o["choices"][0]["text"] for o in outs]
+        """
+        if kwargs.pop("stream", False):
+            raise ValueError("generate_batch returns whole completions; use create_completion(prompts, stream=True)")
+        call = {"stream": True, **kwargs}
+        return self._complete_many([_as_prompt(p) for p in prompts], call)
+
+    def _complete_many(self, prompts: list[Any], call: dict[str, Any]) -> list[dict[str, Any]]:
+        with_logprobs = call.get("logprobs") is not None
+        if self._runner is None:
+            return [_collect_completion(self._create_completion(p, **call), with_logprobs) for p in prompts]
+        started: list[tuple[EngineRequest | None, Iterator[dict[str, Any]]]] = []
+        try:
+            # Everything is queued first, so the engine batches the prompts together.
+            for p in prompts:
+                started.append(self._completion_engine(p, **call))
+            return [_collect_completion(chunks, with_logprobs) for _, chunks in started]
+        finally:
+            for request, _ in started:
+                if request is not None:
+                    request.close()
+
+    def _stream_many(self, prompts: list[Any], call: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if self._runner is None:
+            for i, p in enumerate(prompts):
+                for chunk in _strip_private(self._create_completion(p, **call)):
+                    chunk["choices"][0]["index"] = i
+                    yield chunk
+            return
+        started = [self._completion_engine(p, **call) for p in prompts]
+        merged: queue.SimpleQueue[tuple[int, dict[str, Any] | BaseException | None]] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def pump(i: int, chunks: Iterator[dict[str, Any]]) -> None:
+            try:
+                for chunk in chunks:
+                    merged.put((i, chunk))
+                    if stop.is_set():
+                        return
+            except BaseException as exc:  # handed to the consumer
+                merged.put((i, exc))
+            else:
+                merged.put((i, None))
+
+        threads = [threading.Thread(target=pump, args=(i, chunks), daemon=True) for i, (_, chunks) in enumerate(started)]
+        for t in threads:
+            t.start()
+        try:
+            remaining = len(started)
+            while remaining:
+                i, item = merged.get()
+                if item is None:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    item.pop("_n", None)
+                    item["choices"][0]["index"] = i
+                    yield item
+        finally:
+            stop.set()
+            for request, _ in started:
+                if request is not None:
+                    request.close()
 
     def __call__(self, prompt: str, suffix: str | None = None, max_tokens: int | None = 16, temperature: float = 0.8,
                  top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0, logprobs: int | None = None,
@@ -1019,16 +1294,30 @@ class Llama:
     def cancel(self) -> None:
         """Stops the running generation (from any thread): the call raises AbortedError, or
         the stream ends with it. A prompt evaluation in progress stops mid-batch. The object
-        stays usable."""
+        stays usable. With n_parallel > 1 every running and waiting request is stopped at the
+        engine's next step."""
+        if self._runner is not None:
+            # Every request of the engine ends at its next step.
+            self._runner.cancel_all()
+            return
         token = self._active_cancel
         if token is not None:
             token.set()
             if self._ctx is not None and not self._closed:
                 self._ctx.cancel()
 
+    def _cancel_call(self, token: threading.Event) -> None:
+        """Stops the call started with this cancel event (an abandoned async call)."""
+        token.set()
+        if self._runner is not None:
+            self._runner.cancel_matching(token)
+        elif self._active_cancel is token:
+            self.cancel()
+
     async def acreate_completion(self, *args: Any, **kwargs: Any) -> Any:
         """create_completion without blocking the event loop. With stream=True returns an
-        async iterator of chunks. Cancelling the awaiting task stops the generation."""
+        async iterator of chunks. Cancelling the awaiting task stops the generation. With
+        Llama(n_parallel=N), concurrent calls from many tasks are generated together."""
         return await self._async_call(self.create_completion, args, kwargs)
 
     async def acreate_chat_completion(self, *args: Any, **kwargs: Any) -> Any:
@@ -1095,6 +1384,34 @@ class Llama:
         if len(matches) > 1:
             raise ValueError(f"{filename!r} matches several files in {repo_id}: {matches}")
         return cls(model_path=str(root / matches[0]), **kwargs)
+
+
+def _is_prompt_list(prompt: Any) -> bool:
+    """Whether create_completion got several prompts (strings or token lists), not one
+    prompt given as token ids."""
+    return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and \
+        all(isinstance(p, (str, bytes, list, tuple, np.ndarray)) for p in prompt)
+
+
+def _as_prompt(prompt: Any) -> Any:
+    if isinstance(prompt, (str, bytes)):
+        return prompt
+    return [int(t) for t in prompt]
+
+
+def _merge_completions(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One completion dict with a choice per prompt (choice i for prompt i)."""
+    choices = []
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for i, out in enumerate(outs):
+        choice = dict(out["choices"][0])
+        choice["index"] = i
+        choices.append(choice)
+        for key in usage:
+            usage[key] += out["usage"][key]
+    first = outs[0]
+    return {"id": first["id"], "object": "text_completion", "created": first["created"], "model": first["model"],
+            "choices": choices, "usage": usage}
 
 
 def _normalized(v: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
@@ -1240,14 +1557,12 @@ def _chat_response_as_stream(response: dict[str, Any]) -> Iterator[dict[str, Any
 
 async def _run_in_thread(fn: Callable[[], Any], token: threading.Event | None, llama: Llama) -> Any:
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, fn)
+    future = loop.run_in_executor(llama._executor, fn)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         if token is not None:
-            token.set()
-            if llama._active_cancel is token:
-                llama.cancel()
+            llama._cancel_call(token)
         with contextlib.suppress(BaseException):
             await future
         raise
@@ -1281,7 +1596,7 @@ class _AsyncStream:
             else:
                 loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
 
-        future = loop.run_in_executor(None, produce)
+        future = loop.run_in_executor(self._llama._executor, produce)
         try:
             while True:
                 kind, value = await queue.get()
@@ -1293,9 +1608,7 @@ class _AsyncStream:
                     break
         finally:
             if not future.done():
-                self._token.set()
-                if self._llama._active_cancel is self._token:
-                    self._llama.cancel()
+                self._llama._cancel_call(self._token)
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(future)
 

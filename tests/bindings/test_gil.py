@@ -107,6 +107,21 @@ def test_heartbeat_runs_during_batch_decode(smollm2: llamabind.Model, prompt_tok
     assert beats >= expected_min_beats(elapsed), f"heartbeat advanced {beats} times during a {elapsed:.2f} s decode"
 
 
+def test_heartbeat_runs_during_an_engine_step(smollm2: llamabind.Model, prompt_tokens: list[int]) -> None:
+    from llamabind import _core
+
+    with llamabind.Context(smollm2, n_ctx=2 * 512, n_batch=512, n_seq_max=2, n_threads=N_THREADS,
+                           n_threads_batch=N_THREADS) as ctx:
+        engine = _core.Engine(ctx)
+        for part in (prompt_tokens[:150], prompt_tokens[150:300]):
+            engine.submit(part, llamabind.SamplerChain().add_greedy(), max_tokens=1)
+        with Heartbeat() as hb:
+            beats, elapsed = hb.measure(engine.step)  # both prompts in one decode, then sampling
+        assert engine.stats["prompt_tokens_evaluated"] == 300
+    assert elapsed > 0.2
+    assert beats >= expected_min_beats(elapsed), f"heartbeat advanced {beats} times during a {elapsed:.2f} s step"
+
+
 def test_heartbeat_runs_during_model_load(gemma3_path: Path) -> None:
     # Without mmap the whole file is read and converted, which takes a measurable time.
     with Heartbeat() as hb:

@@ -23,7 +23,7 @@ def run_python(code: str) -> list[str]:
 
 
 def test_readme_has_the_python_examples() -> None:
-    assert len(blocks("python")) == 4
+    assert len(blocks("python")) == 5
 
 
 def test_readme_low_level_example_runs(smollm2_path: Path) -> None:
@@ -40,9 +40,18 @@ def test_readme_drop_in_example_runs(smollm2_path: Path) -> None:
 
 
 def test_readme_async_example_runs(smollm2_path: Path) -> None:
-    (code,) = [b for b in blocks("python") if "asyncio.run(main())" in b]
+    (code,) = [b for b in blocks("python") if "asyncio.run(main())" in b and "n_parallel" not in b]
     lines = run_python(code)
     assert lines and lines[0].strip()
+
+
+def test_readme_parallel_example_runs(smollm2_path: Path) -> None:
+    (code,) = [b for b in blocks("python") if "n_parallel=4" in b]
+    lines = run_python(code)
+    assert len(lines) == 6
+    assert lines[0].startswith("0 ") and lines[1].startswith("1 ")
+    assert "|" in lines[2]
+    assert [line.split(" -> ")[0] for line in lines[3:]] == ["Who wrote Hamlet?", "What is H2O?", "Name a planet."]
 
 
 def test_readme_cpp_example_compiles_and_runs(native_build, smollm2_path: Path, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@
 #include "llamabind/backend.hpp"
 #include "llamabind/batch.hpp"
 #include "llamabind/context.hpp"
+#include "llamabind/engine.hpp"
 #include "llamabind/errors.hpp"
 #include "llamabind/lora.hpp"
 #include "llamabind/model.hpp"
