@@ -52,12 +52,14 @@ class EngineRequest:
         """Yields token events up to and including the last one (finish != NONE). Raises
         AbortedError when cancelled, the request's error when it failed."""
         while True:
+            # Checked before every event, not only while waiting: a consumer that keeps
+            # receiving tokens must still notice its cancel event.
+            if self.cancel_event is not None and self.cancel_event.is_set():
+                self.close()
+                raise AbortedError("[Llama] generation was cancelled")
             try:
                 item = self._queue.get(timeout=_POLL_S)
             except queue.Empty:
-                if self.cancel_event is not None and self.cancel_event.is_set():
-                    self.close()
-                    raise AbortedError("[Llama] generation was cancelled") from None
                 continue
             if isinstance(item, BaseException):
                 raise item

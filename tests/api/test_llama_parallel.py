@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 import llamabind as lb
-from llamabind import Llama, LlamaGrammar
+from llamabind import Llama, LlamaGrammar, StoppingCriteriaList
 from testutil import N_THREADS
 
 PROMPTS = [
@@ -366,10 +367,21 @@ def test_cancelled_tasks_and_events_free_their_slots(single: Llama, par: Llama) 
     assert text(asyncio.run(main())) == want
     assert_idle_and_empty(par)
 
+    # The event is set from the caller's side after a few tokens (a timer would race a fast
+    # machine to the end of the 200 tokens).
     cancel = threading.Event()
-    threading.Timer(0.3, cancel.set).start()
+    calls: list[int] = []
+
+    def trip(ids: Any, logits: Any) -> bool:
+        calls.append(len(ids))
+        if len(calls) == 3:
+            cancel.set()
+        return False
+
     with pytest.raises(lb.AbortedError):
-        par.create_completion(PROMPTS[0], max_tokens=200, cancel=cancel, **endless(par))
+        par.create_completion(PROMPTS[0], max_tokens=200, cancel=cancel, stopping_criteria=StoppingCriteriaList([trip]),
+                              **endless(par))
+    assert 3 <= len(calls) < 200
     assert_idle_and_empty(par)
 
 
