@@ -3,6 +3,7 @@
 #include "batch.hpp"
 #include "common.hpp"
 
+#include <cstdint>
 #include <cstring>
 
 #include "llamabind/context.hpp"
@@ -73,6 +74,22 @@ py::dict perf_dict(const llama_perf_context_data & p) {
 
 }  // namespace
 
+namespace {
+
+uint32_t context_size(int64_t value, const char * name, int64_t min, const char * note) {
+    if (value < min) {
+        throw llamabind::InvalidArgument(std::string("[Context] ") + name + " must be " +
+                                         (min == 0 ? ">= 0" : "> 0") + note + ", got " + std::to_string(value));
+    }
+    if (value > int64_t(UINT32_MAX)) {
+        throw llamabind::InvalidArgument(std::string("[Context] ") + name + " must be < 2**32, got " +
+                                         std::to_string(value));
+    }
+    return static_cast<uint32_t>(value);
+}
+
+}  // namespace
+
 void init_context(py::module_ & m) {
     const ContextParams d;
     py::class_<Context, std::shared_ptr<Context>>(m, "Context", R"doc(
@@ -87,8 +104,8 @@ leaves the context as it was before the call. Logits and embeddings are views of
 context's memory, valid until the next decode (pass copy=True for an independent array).
 A context is serialised: two threads using it at once take turns.
 )doc")
-        .def(py::init([](const std::shared_ptr<Model> & model, uint32_t n_ctx, uint32_t n_batch, uint32_t n_ubatch,
-                         uint32_t n_seq_max, uint32_t n_rs_seq, int32_t n_threads, int32_t n_threads_batch,
+        .def(py::init([](const std::shared_ptr<Model> & model, int64_t n_ctx, int64_t n_batch, int64_t n_ubatch,
+                         int64_t n_seq_max, int64_t n_rs_seq, int32_t n_threads, int32_t n_threads_batch,
                          llama_rope_scaling_type rope_scaling_type, enum llama_pooling_type pooling_type,
                          llama_attention_type attention_type, llama_flash_attn_type flash_attn_type,
                          float rope_freq_base, float rope_freq_scale, float yarn_ext_factor, float yarn_attn_factor,
@@ -96,11 +113,13 @@ A context is serialised: two threads using it at once take turns.
                          ggml_type type_v, bool embeddings, bool offload_kqv, bool no_perf, bool op_offload,
                          bool swa_full, bool kv_unified) {
                  ContextParams p;
-                 p.n_ctx = n_ctx;
-                 p.n_batch = n_batch;
-                 p.n_ubatch = n_ubatch;
-                 p.n_seq_max = n_seq_max;
-                 p.n_rs_seq = n_rs_seq;
+                 // Python ints may be negative or huge: say so instead of a TypeError from the
+                 // unsigned conversion (or a silent wrap-around).
+                 p.n_ctx = context_size(n_ctx, "n_ctx", 0, " (0 = the training context)");
+                 p.n_batch = context_size(n_batch, "n_batch", 1, "");
+                 p.n_ubatch = context_size(n_ubatch, "n_ubatch", 1, "");
+                 p.n_seq_max = context_size(n_seq_max, "n_seq_max", 1, "");
+                 p.n_rs_seq = context_size(n_rs_seq, "n_rs_seq", 0, "");
                  p.n_threads = n_threads;
                  p.n_threads_batch = n_threads_batch;
                  p.rope_scaling_type = rope_scaling_type;
