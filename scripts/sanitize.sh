@@ -3,9 +3,11 @@
 # under it:
 #   bash scripts/sanitize.sh [pytest arguments]     (default: tests/bindings tests/api)
 #
-# What is instrumented (CMake option LLAMABIND_SANITIZE, see CMakeLists.txt): llamabind's
-# C++ layer and the pybind11 module, and llama.cpp's libllama and ggml-base (model loading,
-# gguf.cpp, the vocabulary, the sampler code). ggml-cpu's compute kernels are not (speed).
+# What is instrumented (CMake options LLAMABIND_SANITIZE and LLAMABIND_SANITIZE_LLAMA_CPP, see
+# CMakeLists.txt): llamabind's C++ layer and the pybind11 module; with SANITIZE_LLAMA_CPP=1
+# also llama.cpp's libllama and ggml-base (model loading, gguf.cpp, the vocabulary, the
+# samplers), which takes much longer to build. ggml-cpu's compute kernels never (speed). The
+# ASan runtime's malloc and string/memory interceptors check every library either way.
 # The build is kept apart from the editable install: CMake build dir build/asan, the wheel
 # unpacked into build/asan-site, put first on PYTHONPATH; build/asan-site/sitecustomize.py
 # takes the editable install's import hook out of sys.meta_path so that `import llamabind`
@@ -14,6 +16,7 @@
 # Environment:
 #   SANITIZE_SKIP_BUILD=1   reuse build/asan-site
 #   SANITIZE_JOBS=N         parallel compile jobs (default: number of CPUs)
+#   SANITIZE_LLAMA_CPP=1    instrument libllama and ggml-base too
 #   PYTHON                  interpreter to build for and run with (default: python3)
 #
 # Runtime options: ASan's leak checker is off (CPython keeps objects alive until exit by
@@ -40,6 +43,7 @@ if [[ "${SANITIZE_SKIP_BUILD:-0}" != 1 ]]; then
     CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "$PY" -m pip wheel . --no-build-isolation --no-deps -q -w "$WHEEL_DIR" \
         -Cbuild-dir="$BUILD_DIR" \
         -Ccmake.define.LLAMABIND_SANITIZE=address,undefined \
+        -Ccmake.define.LLAMABIND_SANITIZE_LLAMA_CPP="$([[ "${SANITIZE_LLAMA_CPP:-0}" == 1 ]] && echo ON || echo OFF)" \
         -Ccmake.define.LLAMABIND_BUILD_EXAMPLES=OFF
     rm -rf "$SITE"
     mkdir -p "$SITE"
