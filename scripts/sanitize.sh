@@ -72,7 +72,8 @@ case "$CORE" in
     "$ROOT/$SITE"/*) ;;
     *) echo "llamabind._core resolves to $CORE, not the sanitized build in $SITE" >&2; exit 1 ;;
 esac
-if ! nm -D "$CORE" | grep -q "__asan_init\|__asan_report"; then
+# (grep -c, not -q: with pipefail, grep -q closing the pipe early fails nm with SIGPIPE)
+if [[ $(nm -D "$CORE" | grep -c "__asan_report") -eq 0 ]]; then
     echo "$CORE is not instrumented with AddressSanitizer" >&2
     exit 1
 fi
