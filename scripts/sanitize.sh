@@ -62,8 +62,13 @@ ASAN_LIB=$(readlink -f "$(gcc -print-file-name=libasan.so)")
 UBSAN_LIB=$(readlink -f "$(gcc -print-file-name=libubsan.so)")
 export PYTHONPATH="$ROOT/$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export LD_PRELOAD="$ASAN_LIB:$UBSAN_LIB"
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:symbolize=1:print_summary=1:detect_stack_use_after_return=0:check_initialization_order=1:allocator_may_return_null=1:suppressions=$ROOT/scripts/sanitize.asan.supp"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:report_error_type=1:suppressions=$ROOT/scripts/sanitize.ubsan.supp"
+# Reports go to files (one per process, children included): pytest's output capture would
+# swallow a report written to stderr by a process that then dies.
+REPORTS=build/asan-reports
+rm -rf "$REPORTS"
+mkdir -p "$REPORTS"
+export ASAN_OPTIONS="log_path=$ROOT/$REPORTS/asan:detect_leaks=0:halt_on_error=1:abort_on_error=0:symbolize=1:print_summary=1:detect_stack_use_after_return=0:check_initialization_order=1:allocator_may_return_null=1:suppressions=$ROOT/scripts/sanitize.asan.supp"
+export UBSAN_OPTIONS="log_path=$ROOT/$REPORTS/ubsan:print_stacktrace=1:halt_on_error=1:report_error_type=1:suppressions=$ROOT/scripts/sanitize.ubsan.supp"
 # Python's small-object allocator hides heap errors from ASan: malloc everywhere.
 export PYTHONMALLOC=malloc
 
@@ -101,7 +106,14 @@ set +e
     "$@" 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 set -e
-reports=$(grep -cE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$LOG" || true)
-echo "== sanitizer reports in the test output: $reports (log: $LOG)"
-grep -nE "ERROR: AddressSanitizer|runtime error:" "$LOG" | sort | uniq -c | head -20 || true
+reports=$(cat "$REPORTS"/* 2>/dev/null | grep -cE "ERROR: AddressSanitizer|runtime error:" || true)
+echo "== sanitizer reports: $reports (files in $REPORTS; pytest log: $LOG)"
+for f in "$REPORTS"/*; do
+    [[ -f "$f" ]] || continue
+    echo "--- $f"
+    grep -E "ERROR: AddressSanitizer|runtime error:|SUMMARY" "$f" | head -5
+done
+if [[ "$reports" -ne 0 && $rc -eq 0 ]]; then
+    rc=1
+fi
 exit $rc
