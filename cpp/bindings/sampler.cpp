@@ -235,7 +235,7 @@ Every add_* returns the chain. Samplers that read a vocabulary take a Vocab or a
                     // throughout so no thread can hold the GIL while waiting for that lock.
                     return self.sample(ctx, idx);
                 }
-                py::gil_scoped_release release;
+                GilRelease release;
                 return self.sample(ctx, idx);
             },
             py::arg("ctx"), py::arg("idx") = -1,
