@@ -106,7 +106,8 @@ set +e
     "$@" 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 set -e
-reports=$(cat "$REPORTS"/* 2>/dev/null | grep -cE "ERROR: AddressSanitizer|runtime error:" || true)
+# UBSan does not always honour log_path; its reports in children end up in the pytest log.
+reports=$(cat "$REPORTS"/* "$LOG" 2>/dev/null | grep -cE "ERROR: AddressSanitizer|runtime error:" || true)
 echo "== sanitizer reports: $reports (files in $REPORTS; pytest log: $LOG)"
 for f in "$REPORTS"/*; do
     [[ -f "$f" ]] || continue
