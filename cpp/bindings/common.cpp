@@ -3,10 +3,12 @@
 
 #include "common.hpp"
 
+#include <chrono>
 #include <climits>
 #include <csignal>
 #include <deque>
 #include <mutex>
+#include <thread>
 #include <utility>
 
 #include "llamabind/backend.hpp"
@@ -347,6 +349,20 @@ void InterruptScope::raise_if_interrupted() const {
     if (interrupted() && PyErr_CheckSignals() != 0) {
         throw py::error_already_set();
     }
+}
+
+GilRelease::~GilRelease() {
+#if PY_VERSION_HEX >= 0x030D0000
+    const bool finalizing = Py_IsFinalizing() != 0;
+#else
+    const bool finalizing = _Py_IsFinalizing() != 0;
+#endif
+    if (finalizing) {
+        for (;;) {
+            std::this_thread::sleep_for(std::chrono::hours(1));
+        }
+    }
+    PyEval_RestoreThread(state_);
 }
 
 }  // namespace llamabind::bindings

@@ -71,6 +71,22 @@ private:
 void install_logging();
 void init_interrupts();
 
+// Releases the GIL for its lifetime, like py::gil_scoped_release, except when it ends
+// during interpreter shutdown: a daemon thread that takes the GIL back then is ended by
+// CPython with pthread_exit, and that forced unwinding cannot pass a destructor (the process
+// aborts with "terminate called without an active exception"). Such a thread is parked
+// instead; the process is exiting anyway.
+class GilRelease {
+public:
+    GilRelease() : state_(PyEval_SaveThread()) {}
+    ~GilRelease();
+    GilRelease(const GilRelease &) = delete;
+    GilRelease & operator=(const GilRelease &) = delete;
+
+private:
+    PyThreadState * state_;
+};
+
 // Runs `fn` with the GIL released inside an InterruptScope and flushes queued log lines
 // afterwards. If the call was aborted by Ctrl-C, Python's signal handlers run and their
 // exception (KeyboardInterrupt) replaces the native one.
@@ -80,13 +96,13 @@ auto call_released(Fn && fn) -> decltype(fn(static_cast<const std::atomic<bool> 
     try {
         if constexpr (std::is_void_v<decltype(fn(scope.flag()))>) {
             {
-                py::gil_scoped_release release;
+                GilRelease release;
                 fn(scope.flag());
             }
             flush_logs();
         } else {
             auto result = [&] {
-                py::gil_scoped_release release;
+                GilRelease release;
                 return fn(scope.flag());
             }();
             flush_logs();

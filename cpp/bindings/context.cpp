@@ -3,6 +3,7 @@
 #include "batch.hpp"
 #include "common.hpp"
 
+#include <cstdint>
 #include <cstring>
 
 #include "llamabind/context.hpp"
@@ -27,7 +28,7 @@ py::array_t<float> outputs(const Context & self, bool logits, std::optional<int3
         std::vector<float> data;
         int32_t cols = 0;
         {
-            py::gil_scoped_release release;
+            GilRelease release;
             data = logits ? self.logits_copy(row) : self.embeddings_copy(row);
             cols = logits ? self.n_vocab() : self.n_embd();
         }
@@ -38,7 +39,7 @@ py::array_t<float> outputs(const Context & self, bool logits, std::optional<int3
     }
     Context::OutputView view;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         view = logits ? self.logits_view(row) : self.embeddings_view(row);
     }
     auto * lease = new OutputLease(std::move(view.lease));
@@ -73,6 +74,22 @@ py::dict perf_dict(const llama_perf_context_data & p) {
 
 }  // namespace
 
+namespace {
+
+uint32_t context_size(int64_t value, const char * name, int64_t min, const char * note) {
+    if (value < min) {
+        throw llamabind::InvalidArgument(std::string("[Context] ") + name + " must be " +
+                                         (min == 0 ? ">= 0" : "> 0") + note + ", got " + std::to_string(value));
+    }
+    if (value > int64_t(UINT32_MAX)) {
+        throw llamabind::InvalidArgument(std::string("[Context] ") + name + " must be < 2**32, got " +
+                                         std::to_string(value));
+    }
+    return static_cast<uint32_t>(value);
+}
+
+}  // namespace
+
 void init_context(py::module_ & m) {
     const ContextParams d;
     py::class_<Context, std::shared_ptr<Context>>(m, "Context", R"doc(
@@ -87,8 +104,8 @@ leaves the context as it was before the call. Logits and embeddings are views of
 context's memory, valid until the next decode (pass copy=True for an independent array).
 A context is serialised: two threads using it at once take turns.
 )doc")
-        .def(py::init([](const std::shared_ptr<Model> & model, uint32_t n_ctx, uint32_t n_batch, uint32_t n_ubatch,
-                         uint32_t n_seq_max, uint32_t n_rs_seq, int32_t n_threads, int32_t n_threads_batch,
+        .def(py::init([](const std::shared_ptr<Model> & model, int64_t n_ctx, int64_t n_batch, int64_t n_ubatch,
+                         int64_t n_seq_max, int64_t n_rs_seq, int32_t n_threads, int32_t n_threads_batch,
                          llama_rope_scaling_type rope_scaling_type, enum llama_pooling_type pooling_type,
                          llama_attention_type attention_type, llama_flash_attn_type flash_attn_type,
                          float rope_freq_base, float rope_freq_scale, float yarn_ext_factor, float yarn_attn_factor,
@@ -96,11 +113,13 @@ A context is serialised: two threads using it at once take turns.
                          ggml_type type_v, bool embeddings, bool offload_kqv, bool no_perf, bool op_offload,
                          bool swa_full, bool kv_unified) {
                  ContextParams p;
-                 p.n_ctx = n_ctx;
-                 p.n_batch = n_batch;
-                 p.n_ubatch = n_ubatch;
-                 p.n_seq_max = n_seq_max;
-                 p.n_rs_seq = n_rs_seq;
+                 // Python ints may be negative or huge: say so instead of a TypeError from the
+                 // unsigned conversion (or a silent wrap-around).
+                 p.n_ctx = context_size(n_ctx, "n_ctx", 0, " (0 = the training context)");
+                 p.n_batch = context_size(n_batch, "n_batch", 1, "");
+                 p.n_ubatch = context_size(n_ubatch, "n_ubatch", 1, "");
+                 p.n_seq_max = context_size(n_seq_max, "n_seq_max", 1, "");
+                 p.n_rs_seq = context_size(n_rs_seq, "n_rs_seq", 0, "");
                  p.n_threads = n_threads;
                  p.n_threads_batch = n_threads_batch;
                  p.rope_scaling_type = rope_scaling_type;
@@ -138,11 +157,11 @@ A context is serialised: two threads using it at once take turns.
              py::arg("kv_unified") = d.kv_unified,
              "Creates a context; every llama_context_params field is a keyword with llama.cpp's default.\n"
              "n_ctx=0 uses the model's training context.")
-        .def("close", &Context::close, py::call_guard<py::gil_scoped_release>(), "Frees the context (views keep its output memory). Idempotent.")
+        .def("close", &Context::close, py::call_guard<GilRelease>(), "Frees the context (views keep its output memory). Idempotent.")
         .def_property_readonly("closed", &Context::closed)
         .def("__enter__", [](const std::shared_ptr<Context> & self) { return self; })
         .def("__exit__", [](Context & self, const py::args &) {
-            py::gil_scoped_release release;
+            GilRelease release;
             self.close();
         })
         .def_property_readonly("model", &Context::model, "The Model this context runs.")
@@ -206,7 +225,7 @@ A context is serialised: two threads using it at once take turns.
             [](const Context & self, llama_seq_id seq_id) {
                 std::vector<float> v;
                 {
-                    py::gil_scoped_release release;
+                    GilRelease release;
                     v = self.embeddings_seq(seq_id);
                 }
                 py::array_t<float> out(static_cast<py::ssize_t>(v.size()));
@@ -215,20 +234,20 @@ A context is serialised: two threads using it at once take turns.
             },
             py::arg("seq_id"),
             "Pooled embedding of a sequence (a copy: llama.cpp rebuilds that storage on every decode).")
-        .def("memory_clear", &Context::memory_clear, py::arg("data") = true, py::call_guard<py::gil_scoped_release>(), "Empties the KV memory.")
-        .def("seq_rm", &Context::seq_rm, py::arg("seq_id"), py::arg("p0") = -1, py::arg("p1") = -1, py::call_guard<py::gil_scoped_release>(),
+        .def("memory_clear", &Context::memory_clear, py::arg("data") = true, py::call_guard<GilRelease>(), "Empties the KV memory.")
+        .def("seq_rm", &Context::seq_rm, py::arg("seq_id"), py::arg("p0") = -1, py::arg("p1") = -1, py::call_guard<GilRelease>(),
              "Removes positions [p0, p1) of a sequence (seq_id < 0: all sequences; p < 0: open end).\n"
              "Returns False when a partial removal is impossible (e.g. recurrent models).")
-        .def("seq_cp", &Context::seq_cp, py::arg("src"), py::arg("dst"), py::arg("p0") = -1, py::arg("p1") = -1, py::call_guard<py::gil_scoped_release>(),
+        .def("seq_cp", &Context::seq_cp, py::arg("src"), py::arg("dst"), py::arg("p0") = -1, py::arg("p1") = -1, py::call_guard<GilRelease>(),
              "Shares positions [p0, p1) of sequence src with sequence dst.")
-        .def("seq_keep", &Context::seq_keep, py::arg("seq_id"), py::call_guard<py::gil_scoped_release>(), "Removes every sequence but this one.")
-        .def("seq_add", &Context::seq_add, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("delta"), py::call_guard<py::gil_scoped_release>(),
+        .def("seq_keep", &Context::seq_keep, py::arg("seq_id"), py::call_guard<GilRelease>(), "Removes every sequence but this one.")
+        .def("seq_add", &Context::seq_add, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("delta"), py::call_guard<GilRelease>(),
              "Shifts positions [p0, p1) of a sequence by delta.")
-        .def("seq_div", &Context::seq_div, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("d"), py::call_guard<py::gil_scoped_release>(),
+        .def("seq_div", &Context::seq_div, py::arg("seq_id"), py::arg("p0"), py::arg("p1"), py::arg("d"), py::call_guard<GilRelease>(),
              "Divides positions [p0, p1) of a sequence by d.")
-        .def("seq_pos_min", &Context::seq_pos_min, py::arg("seq_id"), py::call_guard<py::gil_scoped_release>(), "Smallest position held (-1 if empty).")
-        .def("seq_pos_max", &Context::seq_pos_max, py::arg("seq_id"), py::call_guard<py::gil_scoped_release>(), "Largest position held (-1 if empty).")
-        .def_property_readonly("can_shift", py::cpp_function(&Context::can_shift, py::call_guard<py::gil_scoped_release>()), "Whether seq_add/seq_div are supported.")
+        .def("seq_pos_min", &Context::seq_pos_min, py::arg("seq_id"), py::call_guard<GilRelease>(), "Smallest position held (-1 if empty).")
+        .def("seq_pos_max", &Context::seq_pos_max, py::arg("seq_id"), py::call_guard<GilRelease>(), "Largest position held (-1 if empty).")
+        .def_property_readonly("can_shift", py::cpp_function(&Context::can_shift, py::call_guard<GilRelease>()), "Whether seq_add/seq_div are supported.")
         .def(
             "state_get",
             [](Context & self) {
@@ -301,7 +320,7 @@ A context is serialised: two threads using it at once take turns.
         .def(
             "set_threads",
             [](Context & self, int32_t n_threads, std::optional<int32_t> n_threads_batch) {
-                py::gil_scoped_release release;
+                GilRelease release;
                 self.set_threads(n_threads, n_threads_batch.value_or(n_threads));
             },
             py::arg("n_threads"), py::arg("n_threads_batch") = py::none(),
@@ -309,9 +328,9 @@ A context is serialised: two threads using it at once take turns.
         .def_property_readonly("n_threads", &Context::n_threads)
         .def_property_readonly("n_threads_batch", &Context::n_threads_batch)
         .def_property("embeddings_enabled", &Context::embeddings_enabled,
-                      py::cpp_function(&Context::set_embeddings, py::call_guard<py::gil_scoped_release>()),
+                      py::cpp_function(&Context::set_embeddings, py::call_guard<GilRelease>()),
                       "Whether decode also extracts embeddings.")
-        .def_property("causal_attn", &Context::causal_attn, py::cpp_function(&Context::set_causal_attn, py::call_guard<py::gil_scoped_release>()),
+        .def_property("causal_attn", &Context::causal_attn, py::cpp_function(&Context::set_causal_attn, py::call_guard<GilRelease>()),
                       "Whether attention is causal (False for embedding passes of some models).")
         .def("cancel", &Context::cancel,
              "Makes the running decode (or the next one) stop with AbortedError. Safe from any thread.")
@@ -320,7 +339,7 @@ A context is serialised: two threads using it at once take turns.
         .def(
             "perf", [](const Context & self) { return perf_dict(self.perf()); },
             "llama.cpp's timings (needs no_perf=False): load, prompt and generation time and counts.")
-        .def("perf_reset", &Context::perf_reset, py::call_guard<py::gil_scoped_release>())
+        .def("perf_reset", &Context::perf_reset, py::call_guard<GilRelease>())
         .def(
             "set_lora_adapters",
             [](Context & self, const py::handle & adapters) {
@@ -339,13 +358,13 @@ A context is serialised: two threads using it at once take turns.
                         }
                     }
                 }
-                py::gil_scoped_release release;
+                GilRelease release;
                 self.set_lora_adapters(list);
             },
             py::arg("adapters"),
             "Replaces the active LoRA adapters: a dict {adapter: scale}, or a list of adapters or\n"
             "(adapter, scale) pairs.")
-        .def("clear_lora_adapters", &Context::clear_lora_adapters, py::call_guard<py::gil_scoped_release>())
+        .def("clear_lora_adapters", &Context::clear_lora_adapters, py::call_guard<GilRelease>())
         .def(
             "set_control_vector",
             [](Context & self, const py::array_t<float, py::array::c_style | py::array::forcecast> & data, int32_t il_start,
@@ -355,13 +374,13 @@ A context is serialised: two threads using it at once take turns.
                 }
                 std::vector<float> v(data.data(), data.data() + data.size());
                 const auto n_embd = static_cast<int32_t>(data.shape(1));
-                py::gil_scoped_release release;
+                GilRelease release;
                 self.set_control_vector(v, n_embd, il_start, il_end);
             },
             py::arg("data"), py::arg("il_start"), py::arg("il_end"),
             "Applies a control vector: rows of n_embd floats starting at layer 1, used for layers\n"
             "il_start..il_end (inclusive).")
-        .def("clear_control_vector", &Context::clear_control_vector, py::call_guard<py::gil_scoped_release>())
+        .def("clear_control_vector", &Context::clear_control_vector, py::call_guard<GilRelease>())
         .def("__repr__", [](const Context & self) {
             if (self.closed()) {
                 return std::string("<llamabind.Context closed>");

@@ -235,7 +235,7 @@ Every add_* returns the chain. Samplers that read a vocabulary take a Vocab or a
                     // throughout so no thread can hold the GIL while waiting for that lock.
                     return self.sample(ctx, idx);
                 }
-                py::gil_scoped_release release;
+                GilRelease release;
                 return self.sample(ctx, idx);
             },
             py::arg("ctx"), py::arg("idx") = -1,
@@ -251,7 +251,9 @@ Every add_* returns the chain. Samplers that read a vocabulary take a Vocab or a
                                           "llamabind.token_data_dtype");
                 }
                 std::vector<llama_token_data> data(static_cast<std::size_t>(candidates.size()));
-                std::memcpy(data.data(), candidates.data(), sizeof(llama_token_data) * data.size());
+                if (!data.empty()) {  // memcpy from an empty array's null pointer is undefined
+                    std::memcpy(data.data(), candidates.data(), sizeof(llama_token_data) * data.size());
+                }
                 llama_token_data_array cur{data.data(), data.size(), -1, false};
                 self.apply(cur);
                 py::array out(token_data_dtype(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(cur.size)},

@@ -53,7 +53,7 @@ its model alive; obtain it as `model.vocab`.
                 const std::string bytes = to_bytes(text, "Vocab.tokenize");
                 std::vector<llama_token> tokens;
                 if (bytes.size() >= kReleaseGilBytes) {
-                    py::gil_scoped_release release;
+                    GilRelease release;
                     tokens = self.tokenize(bytes, add_special, parse_special);
                 } else {
                     tokens = self.tokenize(bytes, add_special, parse_special);
@@ -77,7 +77,7 @@ its model alive; obtain it as `model.vocab`.
                 const std::vector<llama_token> ids = to_tokens(tokens, "Vocab.detokenize");
                 std::string text;
                 if (ids.size() * 4 >= kReleaseGilBytes) {
-                    py::gil_scoped_release release;
+                    GilRelease release;
                     text = self.detokenize(ids, remove_special, unparse_special);
                 } else {
                     text = self.detokenize(ids, remove_special, unparse_special);

@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "detail.hpp"
+#include "gguf_check.hpp"
 #include "llamabind/backend.hpp"
 #include "llamabind/errors.hpp"
 #include "llamabind/model.hpp"
@@ -15,6 +16,9 @@ std::shared_ptr<LoraAdapter> LoraAdapter::load(const std::shared_ptr<Model> & mo
     }
     std::shared_ptr<llama_model> model_handle = model->handle();
     detail::check_readable_file(path, "LoraAdapter.load", detail::FileKind::Adapter);
+    detail::GgufCheck what;
+    what.metadata = false;
+    detail::check_gguf(path, "LoraAdapter.load", detail::FileKind::Adapter, what);
     clear_last_error_log();
     llama_adapter_lora * raw = llama_adapter_lora_init(model_handle.get(), path.c_str());
     if (raw == nullptr) {

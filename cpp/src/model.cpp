@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "detail.hpp"
+#include "gguf_check.hpp"
 #include "llamabind/backend.hpp"
 #include "llamabind/errors.hpp"
 #include "llamabind/vocab.hpp"
@@ -187,6 +188,33 @@ bool progress_trampoline(float progress, void * user_data) {
     }
 }
 
+// llama_tokenize asserts (aborts) when it must add a special token the model lacks, e.g. a
+// file with add_bos_token = true whose BOS token was cleared or is out of range: such a
+// file is refused at load time.
+void check_special_tokens(const llama_model * model, const std::string & path, const char * where) {
+    const llama_vocab * v = llama_model_get_vocab(model);
+    const auto type = llama_vocab_type(v);
+    std::string missing;
+    if (type == LLAMA_VOCAB_TYPE_WPM) {
+        if (llama_vocab_bos(v) == LLAMA_TOKEN_NULL) {
+            missing = "a BOS ([CLS]) token";
+        } else if (llama_vocab_sep(v) == LLAMA_TOKEN_NULL) {
+            missing = "a SEP token";
+        }
+    } else if (type != LLAMA_VOCAB_TYPE_NONE) {
+        if (llama_vocab_get_add_bos(v) && llama_vocab_bos(v) == LLAMA_TOKEN_NULL) {
+            missing = "the BOS token it asks to add (add_bos_token)";
+        } else if (llama_vocab_get_add_eos(v) && llama_vocab_eos(v) == LLAMA_TOKEN_NULL) {
+            missing = "the EOS token it asks to add (add_eos_token)";
+        }
+    }
+    if (!missing.empty()) {
+        throw ModelLoadError(std::string("[") + where + "] '" + path + "' is not a usable model: its vocabulary lacks " +
+                                 missing,
+                             path);
+    }
+}
+
 std::shared_ptr<Model> load_impl(const std::vector<std::string> & paths, const ModelParams & params,
                                  const char * where) {
     if (paths.empty()) {
@@ -194,6 +222,31 @@ std::shared_ptr<Model> load_impl(const std::vector<std::string> & paths, const M
     }
     for (const auto & p : paths) {
         detail::check_readable_file(p, where, detail::FileKind::Model);
+    }
+    // llama.cpp aborts on some malformed metadata: validate every file first (the
+    // vocabulary and hyperparameters live in the first one).
+    std::vector<std::string> files = paths;
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        detail::GgufCheck what;
+        what.metadata = i == 0;
+        what.vocab_only = params.vocab_only;
+        what.overrides = &params.kv_overrides;
+        const uint32_t n_split = detail::check_gguf(files[i], where, detail::FileKind::Model, what);
+        if (i == 0 && paths.size() == 1 && n_split > 1) {
+            // Given the first split only, llama.cpp finds the others by name: check those too.
+            std::vector<char> prefix(files[0].size() + 1, '\0');
+            if (llama_split_prefix(prefix.data(), prefix.size(), files[0].c_str(), 0, static_cast<int>(n_split)) > 0) {
+                for (uint32_t k = 1; k < n_split; ++k) {
+                    std::vector<char> name(files[0].size() + 32, '\0');
+                    std::error_code ec;
+                    if (llama_split_path(name.data(), name.size(), prefix.data(), static_cast<int>(k),
+                                         static_cast<int>(n_split)) > 0 &&
+                        fs::exists(name.data(), ec)) {
+                        files.emplace_back(name.data());
+                    }
+                }
+            }
+        }
     }
     ensure_backend();
 
@@ -266,6 +319,7 @@ std::shared_ptr<Model> load_impl(const std::vector<std::string> & paths, const M
                              paths[0]);
     }
     std::shared_ptr<llama_model> handle(raw, [](llama_model * m) { llama_model_free(m); });
+    check_special_tokens(raw, paths[0], where);
     return std::make_shared<Model>(std::move(handle), paths[0]);
 }
 
@@ -408,6 +462,7 @@ QuantizeParams::QuantizeParams() {
 
 void quantize(const std::string & input_path, const std::string & output_path, const QuantizeParams & params) {
     detail::check_readable_file(input_path, "quantize", detail::FileKind::Quantize);
+    detail::check_gguf(input_path, "quantize", detail::FileKind::Quantize, detail::GgufCheck{});
     detail::check_no_nul(output_path, "quantize", "the output path");
     ensure_backend();
     llama_model_quantize_params qp = llama_model_quantize_default_params();

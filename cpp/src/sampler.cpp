@@ -591,6 +591,11 @@ void SamplerChain::accept(llama_token token) {
 
 void SamplerChain::apply(llama_token_data_array & candidates) {
     llama_sampler * chain = get();
+    // llama.cpp's samplers assume at least one candidate (greedy "selects" index 0 of an empty
+    // array; dist reads data[0]).
+    if (candidates.size == 0) {
+        throw InvalidArgument("[SamplerChain.apply] no candidates: the array is empty");
+    }
     for (std::size_t i = 0; i < candidates.size; ++i) {
         const llama_token t = candidates.data[i].id;
         if (t < 0 || (vocab_limit_ >= 0 && t >= vocab_limit_)) {

@@ -1,6 +1,7 @@
 #include "llamabind/vocab.hpp"
 
 #include <climits>
+#include <exception>
 
 #include "llamabind/errors.hpp"
 
@@ -45,6 +46,14 @@ void Vocab::check_tokens(const llama_token * tokens, std::size_t n, const char *
     }
 }
 
+// llama.cpp asserts (aborts) in tokenize, detokenize and the attribute lookups of a
+// vocabulary without a tokenizer (tokenizer.ggml.model = "none").
+void Vocab::check_tokenizer(const char * where) const {
+    if (llama_vocab_type(vocab_) == LLAMA_VOCAB_TYPE_NONE) {
+        throw InvalidArgument(std::string("[") + where + "] this model has no tokenizer (tokenizer.ggml.model is 'none')");
+    }
+}
+
 std::string Vocab::text(llama_token token) const {
     check_token(token, "Vocab.text");
     const char * t = llama_vocab_get_text(vocab_, token);
@@ -57,6 +66,7 @@ float Vocab::score(llama_token token) const {
 }
 
 llama_token_attr Vocab::attr(llama_token token) const {
+    check_tokenizer("Vocab.attr");
     check_token(token, "Vocab.attr");
     return llama_vocab_get_attr(vocab_, token);
 }
@@ -67,11 +77,13 @@ bool Vocab::is_eog(llama_token token) const {
 }
 
 bool Vocab::is_control(llama_token token) const {
+    check_tokenizer("Vocab.is_control");
     check_token(token, "Vocab.is_control");
     return llama_vocab_is_control(vocab_, token);
 }
 
 std::vector<llama_token> Vocab::tokenize(std::string_view text, bool add_special, bool parse_special) const {
+    check_tokenizer("Vocab.tokenize");
     if (text.size() > static_cast<std::size_t>(INT32_MAX)) {
         throw InvalidArgument("[Vocab.tokenize] text of " + std::to_string(text.size()) +
                               " bytes is longer than llama.cpp accepts (2 GiB)");
@@ -108,15 +120,26 @@ std::vector<llama_token> Vocab::tokenize(std::string_view text, bool add_special
 }
 
 std::string Vocab::token_to_piece(llama_token token, int32_t lstrip, bool special) const {
+    check_tokenizer("Vocab.token_to_piece");
     check_token(token, "Vocab.token_to_piece");
     if (lstrip < 0) {
         throw InvalidArgument("[Vocab.token_to_piece] lstrip must be >= 0, got " + std::to_string(lstrip));
     }
     std::string piece(32, '\0');
-    int32_t n = llama_token_to_piece(vocab_, token, piece.data(), static_cast<int32_t>(piece.size()), lstrip, special);
+    // llama.cpp throws std::out_of_range for a byte token whose text is not '<0xXX>'.
+    auto call = [&]() {
+        try {
+            return llama_token_to_piece(vocab_, token, piece.data(), static_cast<int32_t>(piece.size()), lstrip,
+                                        special);
+        } catch (const std::exception & e) {
+            throw InvalidArgument("[Vocab.token_to_piece] token " + std::to_string(token) +
+                                  " has no valid piece in this vocabulary: " + e.what());
+        }
+    };
+    int32_t n = call();
     if (n < 0) {
         piece.resize(static_cast<std::size_t>(-static_cast<int64_t>(n)));
-        n = llama_token_to_piece(vocab_, token, piece.data(), static_cast<int32_t>(piece.size()), lstrip, special);
+        n = call();
         if (n < 0) {
             throw Error("[Vocab.token_to_piece] llama_token_to_piece failed twice for token " + std::to_string(token));
         }
@@ -134,20 +157,28 @@ std::string Vocab::detokenize(const llama_token * tokens, std::size_t n_tokens, 
         throw InvalidArgument("[Vocab.detokenize] too many tokens");
     }
     check_tokens(tokens, n_tokens, "Vocab.detokenize");
+    check_tokenizer("Vocab.detokenize");
     const auto n = static_cast<int32_t>(n_tokens);
     std::string text(n_tokens * 8 + 16, '\0');
     if (text.size() > static_cast<std::size_t>(INT32_MAX)) {
         text.resize(INT32_MAX);
     }
-    int32_t got = llama_detokenize(vocab_, tokens, n, text.data(), static_cast<int32_t>(text.size()), remove_special,
-                                   unparse_special);
+    auto call = [&]() {
+        try {
+            return llama_detokenize(vocab_, tokens, n, text.data(), static_cast<int32_t>(text.size()), remove_special,
+                                    unparse_special);
+        } catch (const std::exception & e) {
+            throw InvalidArgument(std::string("[Vocab.detokenize] these tokens have no valid text in this vocabulary: ") +
+                                  e.what());
+        }
+    };
+    int32_t got = call();
     if (got < 0) {
         if (got == INT32_MIN) {
             throw InvalidArgument("[Vocab.detokenize] the text would be longer than 2 GiB");
         }
         text.resize(static_cast<std::size_t>(-static_cast<int64_t>(got)));
-        got = llama_detokenize(vocab_, tokens, n, text.data(), static_cast<int32_t>(text.size()), remove_special,
-                               unparse_special);
+        got = call();
         if (got < 0) {
             throw Error("[Vocab.detokenize] llama_detokenize failed twice");
         }

@@ -78,6 +78,8 @@ public:
     // Throws OutOfRange naming `where` unless 0 <= token < n_tokens().
     void check_token(llama_token token, const char * where) const;
     void check_tokens(const llama_token * tokens, std::size_t n, const char * where) const;
+    // Throws InvalidArgument naming `where` when the vocabulary has no tokenizer (type NONE).
+    void check_tokenizer(const char * where) const;
 
 private:
     std::shared_ptr<llama_model> model_;
