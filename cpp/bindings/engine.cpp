@@ -87,7 +87,7 @@ The context must not be decoded by anything else while the engine has work.
                     throw Closed("[Engine.submit] the sampler chain is closed (was it given to another request?)");
                 }
                 SamplerChain chain = std::move(sampler);
-                py::gil_scoped_release release;
+                GilRelease release;
                 return self.submit(std::move(ids), std::move(chain), o);
             },
             py::arg("tokens"), py::arg("sampler"), py::kw_only(), py::arg("max_tokens") = -1,
@@ -98,21 +98,21 @@ The context must not be decoded by anything else while the engine has work.
         .def(
             "cancel",
             [](Engine & self, int64_t request) {
-                py::gil_scoped_release release;
+                GilRelease release;
                 self.cancel(request);
             },
             py::arg("request"), "Ends a request at the next step (a CANCELLED event reports it).")
         .def(
             "cancel_all",
             [](Engine & self) {
-                py::gil_scoped_release release;
+                GilRelease release;
                 self.cancel_all();
             },
             "Ends every request submitted so far at the next step.")
         .def_property_readonly(
             "has_work",
             [](const Engine & self) {
-                py::gil_scoped_release release;
+                GilRelease release;
                 return self.has_work();
             },
             "Whether step() has anything to do.")
@@ -141,7 +141,7 @@ The context must not be decoded by anything else while the engine has work.
                 call_released([&](const std::atomic<bool> * stop) { self.decode_step(stop); });
                 bool callbacks = false;
                 {
-                    py::gil_scoped_release release;
+                    GilRelease release;
                     callbacks = self.sampling_needs_callbacks();
                 }
                 std::vector<EngineEvent> events;
@@ -150,7 +150,7 @@ The context must not be decoded by anything else while the engine has work.
                     // thread holds the GIL while waiting for that lock.
                     events = self.sample_step();
                 } else {
-                    py::gil_scoped_release release;
+                    GilRelease release;
                     events = self.sample_step();
                 }
                 flush_logs();
@@ -161,13 +161,13 @@ The context must not be decoded by anything else while the engine has work.
         .def(
             "close",
             [](Engine & self) {
-                py::gil_scoped_release release;
+                GilRelease release;
                 self.close();
             },
             "Ends every request and frees their KV cells. Idempotent; submit() raises ClosedError after.")
         .def("__enter__", [](py::object self) { return self; })
         .def("__exit__", [](Engine & self, const py::args &) {
-            py::gil_scoped_release release;
+            GilRelease release;
             self.close();
         });
 }
