@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -23,7 +24,7 @@ def run_python(code: str) -> list[str]:
 
 
 def test_readme_has_the_python_examples() -> None:
-    assert len(blocks("python")) == 4
+    assert len(blocks("python")) == 5
 
 
 def test_readme_low_level_example_runs(smollm2_path: Path) -> None:
@@ -43,6 +44,19 @@ def test_readme_async_example_runs(smollm2_path: Path) -> None:
     (code,) = [b for b in blocks("python") if "asyncio.run(main())" in b]
     lines = run_python(code)
     assert lines and lines[0].strip()
+
+
+def test_readme_backend_info_example_runs() -> None:
+    import llamabind
+
+    (code,) = [b for b in blocks("python") if "backend_info()" in b]
+    lines = run_python(code)
+    info = llamabind.backend_info()
+    names = [b["name"] for b in info["backends"]]
+    assert lines[0] == f"{info['cpu_variant']} {names} {info['gpu_offload']}"
+    assert "CPU" in names
+    features = ast.literal_eval(lines[1])
+    assert isinstance(features, list) and features and all(f in llamabind.system_info() for f in features)
 
 
 def test_readme_cpp_example_compiles_and_runs(native_build, smollm2_path: Path, tmp_path: Path) -> None:
