@@ -221,9 +221,14 @@ std::vector<BackendInfo> backends() {
             for (auto & c : lower) {
                 c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
             }
-            std::string stem = file_name(file);
-            const auto dot = stem.find('.');
-            stem = stem.substr(0, dot);
+            std::string stem = file_name(file);  // libggml-cpu-armv8.2_1.so: variants may hold dots
+            for (const char * ext : {".so", ".dll", ".dylib"}) {
+                const std::size_t len = std::strlen(ext);
+                if (stem.size() > len && stem.compare(stem.size() - len, len, ext) == 0) {
+                    stem.resize(stem.size() - len);
+                    break;
+                }
+            }
             for (const std::string prefix : {"libggml-" + lower + "-", "ggml-" + lower + "-"}) {
                 if (stem.size() > prefix.size() && stem.compare(0, prefix.size(), prefix) == 0) {
                     info.variant = stem.substr(prefix.size());
@@ -231,8 +236,10 @@ std::vector<BackendInfo> backends() {
                 }
             }
         }
-        auto get_features = reinterpret_cast<ggml_backend_get_features_t>(
-            ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+        void * proc = ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features");
+        ggml_backend_get_features_t get_features = nullptr;
+        static_assert(sizeof(get_features) == sizeof(proc), "function and data pointers differ in size");
+        std::memcpy(&get_features, &proc, sizeof(proc));
         if (get_features != nullptr) {
             for (const ggml_backend_feature * f = get_features(reg); f != nullptr && f->name != nullptr; ++f) {
                 info.features.emplace_back(f->name, f->value ? f->value : "");
