@@ -11,7 +11,8 @@
 #
 # Environment: PYTHON (default python3) builds and tests; LLAMABIND_CUDA_ARCHITECTURES (e.g. 90)
 # narrows a CUDA build to those GPUs; CMAKE_BUILD_PARALLEL_LEVEL as usual; LLAMABIND_TEST_THREADS
-# is passed to the tests. Wheels land in DIR (default dist/VARIANT), the unrepaired one in DIR/raw.
+# is passed to the tests, LLAMABIND_TEST_VENV names the test environment (default: a temporary
+# one). Wheels land in DIR (default dist/VARIANT), the unrepaired one in DIR/raw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -78,7 +79,11 @@ fi
 WHEEL=$(ls "$OUT"/llamabind*.whl)
 
 if [ "$TEST" = 1 ]; then
-    VENV="$WORK/venv"
+    VENV=${LLAMABIND_TEST_VENV:-$WORK/venv}  # a fresh one; LLAMABIND_TEST_VENV keeps it afterwards
+    if [ -e "$VENV" ]; then
+        [ -f "$VENV/pyvenv.cfg" ] || { echo "$VENV exists and is not a virtual environment" >&2; exit 1; }
+        rm -rf "$VENV"
+    fi
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet "$WHEEL[test]" ./extern/llama.cpp/gguf-py cmake ninja
     # The tests import the installed package; the source tree's python/ is not on the path.

@@ -56,10 +56,12 @@ def preload_cuda_libraries() -> list[str]:
     loaded: list[str] = []
     for name in _names(major):
         found = next((root / sub / name for root in roots for sub in _SUBDIRS if (root / sub / name).is_file()), None)
+        if found is None:  # a layout we do not know yet
+            found = next((hit for root in roots for hit in root.rglob(name) if hit.is_file()), None)
         if found is None:
             continue
         if sys.platform == "win32":
-            os.add_dll_directory(str(found.parent))
+            _handles.append(os.add_dll_directory(str(found.parent)))  # for their own dependencies
         try:
             # RTLD_LOCAL (ctypes' default): the library's symbols stay out of the global scope;
             # ggml's CUDA module binds to it through its own DT_NEEDED entry.

@@ -174,3 +174,32 @@ def test_portable_build_honours_llamabind_backend_dir(tmp_path: Path) -> None:
     assert info["cpu_variant"] == baseline and info["directory"] == str(modules)
     cpu = [b for b in info["backends"] if b["name"] == "CPU"][0]
     assert cpu["features"].get("AVX") is None and cpu["features"].get("AVX2") is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="builds stand-in shared libraries with cc")
+def test_cuda_wheels_load_the_runtime_from_nvidias_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA build finds the CUDA runtime and cuBLAS in NVIDIA's wheel layout (here stand-in
+    libraries under the right names), the major version recorded at build time deciding which."""
+    from llamabind import _runtime
+
+    nvidia = tmp_path / "site-packages" / "nvidia"
+    src = tmp_path / "empty.c"
+    src.write_text("int stand_in;\n")
+    layout = {"cu13/lib": ["libcudart.so.13", "libcublasLt.so.13", "libcublas.so.13"],
+              "cuda_runtime/lib": ["libcudart.so.12"], "cublas/lib": ["libcublasLt.so.12", "libcublas.so.12"]}
+    for sub, names in layout.items():
+        (nvidia / sub).mkdir(parents=True)
+        for name in names:
+            subprocess.run(["cc", "-shared", "-fPIC", "-o", str(nvidia / sub / name), str(src)], check=True)
+    monkeypatch.setattr(_runtime, "_nvidia_roots", lambda: [nvidia])
+    marker = tmp_path / "cuda_runtime.txt"
+    monkeypatch.setattr(_runtime, "_MARKER", marker)
+    assert _runtime.preload_cuda_libraries() == []  # not a CUDA build
+    for major, sub in (("13", "cu13/lib"), ("12", None)):
+        marker.write_text(major + "\n")
+        loaded = [Path(p) for p in _runtime.preload_cuda_libraries()]
+        assert [p.name for p in loaded] == [f"libcudart.so.{major}", f"libcublasLt.so.{major}", f"libcublas.so.{major}"]
+        if sub is not None:
+            assert all(p.parent == nvidia / sub for p in loaded)
+        maps = Path("/proc/self/maps").read_text()
+        assert all(str(p) in maps for p in loaded)
