@@ -1,5 +1,6 @@
-# LLAMABIND_PORTABLE: the build that ships in wheels. Included twice by the top-level
-# CMakeLists.txt: llamabind_portable_setup() before llama.cpp is added, the rest after.
+# LLAMABIND_PORTABLE: the build that ships in wheels. The top-level CMakeLists.txt calls
+# llamabind_portable_setup() before adding llama.cpp, llamabind_portable_libraries() right
+# after it, and llamabind_portable_install() with the Python extension.
 #
 # A default build links one CPU backend, compiled for the build machine (-march=native),
 # into the extension: fastest there, but it may die with SIGILL on an older CPU. The portable
@@ -31,6 +32,29 @@ macro(llamabind_portable_setup)
   endif()
 endmacro()
 
+# After llama.cpp is added: one directory and one file per library, the CUDA module's run path.
+function(llamabind_portable_libraries)
+  # In the build tree too the libraries sit beside the backend modules (ggml writes those to
+  # ${CMAKE_BINARY_DIR}/bin), so programs run from the build tree find them the same way.
+  set_target_properties(llama ggml ggml-base PROPERTIES
+    LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/bin" RUNTIME_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/bin")
+  # One file per library: a wheel cannot hold the libfoo.so -> libfoo.so.0 -> libfoo.so.0.9
+  # symlink chain (each link would become a copy), so the versions are dropped and each
+  # library's file name is its soname.
+  foreach(_lib llama ggml ggml-base)
+    set_property(TARGET ${_lib} PROPERTY VERSION)
+    set_property(TARGET ${_lib} PROPERTY SOVERSION)
+  endforeach()
+  if(TARGET ggml-cuda)
+    # CUDA wheels do not bundle the CUDA runtime and cuBLAS: they depend on NVIDIA's own wheels
+    # (nvidia-cuda-runtime / nvidia-cublas, which install into site-packages/nvidia/...), found
+    # from site-packages/llamabind through these run paths or loaded in advance by
+    # llamabind/_runtime.py, and otherwise through the system's library path.
+    set_property(TARGET ggml-cuda APPEND PROPERTY INSTALL_RPATH
+      "$ORIGIN/../nvidia/cu13/lib" "$ORIGIN/../nvidia/cublas/lib" "$ORIGIN/../nvidia/cuda_runtime/lib")
+  endif()
+endfunction()
+
 # Installs the shared libraries and every backend module into `destination` (the Python
 # package directory in a wheel).
 function(llamabind_portable_install destination)
@@ -40,24 +64,11 @@ function(llamabind_portable_install destination)
       list(APPEND _libs ${_backend})
     endif()
   endforeach()
-  # One file per library: a wheel cannot hold the libfoo.so -> libfoo.so.0 -> libfoo.so.0.9
-  # symlink chain (each link would become a copy), so the versions are dropped and each
-  # library's file name is its soname.
-  foreach(_lib llama ggml ggml-base)
-    set_property(TARGET ${_lib} PROPERTY VERSION)
-    set_property(TARGET ${_lib} PROPERTY SOVERSION)
-  endforeach()
   if(TARGET ggml-cuda)
     # Tells llamabind/_runtime.py which CUDA runtime to look for in NVIDIA's wheels.
     find_package(CUDAToolkit REQUIRED)
     file(WRITE "${CMAKE_CURRENT_BINARY_DIR}/cuda_runtime.txt" "${CUDAToolkit_VERSION_MAJOR}\n")
     install(FILES "${CMAKE_CURRENT_BINARY_DIR}/cuda_runtime.txt" DESTINATION "${destination}" COMPONENT python)
-    # CUDA wheels do not bundle the CUDA runtime and cuBLAS: they depend on NVIDIA's own wheels
-    # (nvidia-cuda-runtime / nvidia-cublas, which install into site-packages/nvidia/...), found
-    # from site-packages/llamabind through these run paths, and otherwise through the system's
-    # library path (a CUDA toolkit install, LD_LIBRARY_PATH).
-    set_property(TARGET ggml-cuda APPEND PROPERTY INSTALL_RPATH
-      "$ORIGIN/../nvidia/cu13/lib" "$ORIGIN/../nvidia/cublas/lib" "$ORIGIN/../nvidia/cuda_runtime/lib")
   endif()
   install(TARGETS ${_libs}
     LIBRARY DESTINATION "${destination}" COMPONENT python
