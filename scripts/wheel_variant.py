@@ -17,7 +17,7 @@ cuda13     ``llamabind-cuda13`` the same for CUDA 13.x (``nvidia-cuda-runtime``,
 
 PEP 621 does not let a build backend change a project's name, so this script edits
 ``pyproject.toml`` in place: the name, the dependencies and the CMake definitions. Run it on
-a scratch checkout (CI does) or restore the file afterwards (scripts/build_wheel.sh does).
+a scratch checkout (CI does) or a copy of the tree (scripts/build_wheel.sh does).
 Every wheel is portable (``LLAMABIND_PORTABLE=ON``); the environment variable
 ``LLAMABIND_PORTABLE=1`` selects that in pyproject.toml, and this script writes it into the
 CMake definitions as well, so a variant's source tree builds the same with or without it.
