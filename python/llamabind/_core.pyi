@@ -9,7 +9,7 @@ import numpy
 import numpy.dtypes
 import numpy.typing
 import typing
-__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'FType', 'FatalDecodeError', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelLoadError', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'SamplerChain', 'SplitMode', 'StateError', 'TokenAttr', 'Vocab', 'VocabType', 'builtin_chat_templates', 'chat_apply_template', 'devices', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'quantize', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
+__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'FType', 'FatalDecodeError', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelLoadError', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'SamplerChain', 'SplitMode', 'StateError', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'quantize', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
 class LlamaError(Exception):
     """Base class of every error raised by llamabind."""
 
@@ -1000,6 +1000,16 @@ class SamplerChain:
     @property
     def seed(self) -> int:
         ...
+def backend_directory() -> str:
+    """
+    The directory backend modules were loaded from; '' when they are built in.
+    """
+def backends() -> list:
+    """
+    Backends registered with ggml, as dicts: name ('CPU', 'CUDA', 'Metal', ...), library (the module file
+    it was loaded from, None when built into llamabind), variant (the CPU build variant such as
+    'haswell' when the library is one of several, else None), features (dict) and devices (count).
+    """
 def builtin_chat_templates() -> list[str]:
     """
     Names of llama.cpp's built-in chat templates.
@@ -1012,6 +1022,10 @@ def chat_apply_template(template: str, messages: collections.abc.Iterable, add_a
 def devices() -> list:
     """
     Compute devices known to ggml, as dicts (name, description, type, memory_free, memory_total).
+    """
+def dynamic_backends() -> bool:
+    """
+    Whether ggml's backends are modules loaded at run time (the portable build) rather than built in.
     """
 def flush_logs() -> None:
     """
