@@ -66,3 +66,36 @@ def test_workflow_builds_every_variant_and_platform() -> None:
     assert cibw["macos"]["environment"]["LLAMABIND_PORTABLE"] == "1"
     metal = [o for o in cibw["overrides"] if o["select"] == "*-macosx_arm64"]
     assert metal and metal[0]["config-settings"]["cmake.define.GGML_METAL"] == "ON"
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda13"])
+def test_portable_switch_keeps_the_variants_cmake_definitions(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LLAMABIND_PORTABLE=1 (set by build_wheel.sh and cibuildwheel) adds to the CMake
+    definitions, as scikit-build-core reads them; it must not replace a variant's GGML_CUDA."""
+    settings_reader = pytest.importorskip("scikit_build_core.settings.skbuild_read_settings")
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(wheel_variant().rewrite((ROOT / "pyproject.toml").read_text(), variant, None))
+    monkeypatch.chdir(ROOT)  # where scikit-build-core finds CMakeLists.txt
+    monkeypatch.delenv("LLAMABIND_PORTABLE", raising=False)
+    plain = settings_reader.SettingsReader.from_file(pyproject, {}).settings
+    monkeypatch.setenv("LLAMABIND_PORTABLE", "1")
+    portable = settings_reader.SettingsReader.from_file(pyproject, {}).settings
+    assert portable.cmake.define == plain.cmake.define  # the variant already asks for ON
+    assert portable.cmake.define["LLAMABIND_PORTABLE"] == "ON"
+    assert portable.cmake.define["LLAMABIND_BUILD_EXAMPLES"] == "OFF"
+    assert ("GGML_CUDA" in portable.cmake.define) == (variant != "cpu")
+    assert portable.build_dir != "build/{wheel_tag}"  # never the editable build's directory
+
+
+def test_portable_switch_alone_selects_the_portable_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_reader = pytest.importorskip("scikit_build_core.settings.skbuild_read_settings")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("LLAMABIND_PORTABLE", raising=False)
+    default = settings_reader.SettingsReader.from_file(ROOT / "pyproject.toml", {}).settings
+    assert "LLAMABIND_PORTABLE" not in default.cmake.define and default.build_dir == "build/{wheel_tag}"
+    monkeypatch.setenv("LLAMABIND_PORTABLE", "1")
+    portable = settings_reader.SettingsReader.from_file(ROOT / "pyproject.toml", {}).settings
+    assert portable.cmake.define == {**default.cmake.define, "LLAMABIND_PORTABLE": "ON"}
+    assert portable.build_dir == "build/portable-{wheel_tag}"
