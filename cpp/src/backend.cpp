@@ -39,6 +39,11 @@ struct LogState {
     std::mutex mutex;
     std::shared_ptr<const LogCallback> callback;
     bool routed = false;  // false: llama.cpp's default stderr output
+    // While backend modules load (before any callback can be set), ggml reports each module it
+    // loads at INFO level; those lines are kept here and handed to the first callback set,
+    // instead of appearing on stderr at every import.
+    bool holding = false;
+    std::vector<std::pair<ggml_log_level, std::string>> held;
 };
 
 LogState & log_state() {
@@ -85,6 +90,10 @@ void log_trampoline(ggml_log_level level, const char * text, void * /*user_data*
     bool routed;
     {
         std::lock_guard<std::mutex> lock(state.mutex);
+        if (state.holding && level != GGML_LOG_LEVEL_ERROR && level != GGML_LOG_LEVEL_WARN) {
+            state.held.emplace_back(level, text);
+            return;
+        }
         callback = state.callback;
         routed = state.routed;
     }
@@ -181,7 +190,22 @@ void ensure_backend() {
         // even while output still goes to stderr.
         llama_log_set(log_trampoline, nullptr);
 #ifdef GGML_BACKEND_DL
-        load_backend_modules();  // before llama_backend_init, which would search elsewhere
+        auto & state = log_state();
+        {
+            std::lock_guard<std::mutex> lock(state.mutex);
+            state.holding = true;
+        }
+        try {
+            load_backend_modules();  // before llama_backend_init, which would search elsewhere
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(state.mutex);
+            state.holding = false;
+            throw;
+        }
+        {
+            std::lock_guard<std::mutex> lock(state.mutex);
+            state.holding = false;
+        }
 #endif
         llama_backend_init();
     });
@@ -259,9 +283,22 @@ void set_log_callback(LogCallback callback) {
     ensure_backend();
     auto & state = log_state();
     auto shared = std::make_shared<const LogCallback>(std::move(callback));
-    std::lock_guard<std::mutex> lock(state.mutex);
-    state.callback = std::move(shared);
-    state.routed = true;
+    std::vector<std::pair<ggml_log_level, std::string>> held;
+    {
+        std::lock_guard<std::mutex> lock(state.mutex);
+        state.callback = shared;
+        state.routed = true;
+        held.swap(state.held);
+    }
+    if (*shared) {
+        for (const auto & [level, text] : held) {
+            try {
+                (*shared)(level, text);
+            } catch (...) {
+                // A logger must never take the process down.
+            }
+        }
+    }
 }
 
 void reset_log_callback() {

@@ -203,3 +203,16 @@ def test_cuda_wheels_load_the_runtime_from_nvidias_wheels(tmp_path: Path, monkey
             assert all(p.parent == nvidia / sub for p in loaded)
         maps = Path("/proc/self/maps").read_text()
         assert all(str(p) in maps for p in loaded)
+
+
+@portable
+def test_portable_build_reports_its_modules_through_logging_only() -> None:
+    """ggml announces every module it loads; at import that goes to the `llamabind` logger,
+    not to stderr (which stays clean unless logging is configured)."""
+    quiet = subprocess.run([sys.executable, "-c", "import llamabind"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    code = ("import logging; logging.basicConfig(level=logging.INFO); import llamabind; "
+            "llamabind._core.flush_logs()")
+    logged = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert logged.returncode == 0
+    assert f"loaded CPU backend from {lb.backend_info()['backends'][-1]['library']}" in logged.stderr
