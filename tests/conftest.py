@@ -17,6 +17,31 @@ LLAMA_CPP_DIR = Path(os.environ.get("LLAMABIND_LLAMA_CPP_DIR", ROOT / "extern" /
 
 from testutil import N_THREADS  # noqa: E402
 
+# GPU runs (scripts/build_cuda.sh --test): LLAMABIND_TEST_GPU_LAYERS=-1 offloads every layer.
+# llamabind.Model already offloads all layers by default; Llama keeps llama-cpp-python's default
+# of 0, so the suite's Llama objects get the requested number instead.
+GPU_LAYERS = os.environ.get("LLAMABIND_TEST_GPU_LAYERS")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if GPU_LAYERS:
+        info = llamabind.backend_info()
+        if not info["gpu_offload"]:
+            raise pytest.UsageError(f"LLAMABIND_TEST_GPU_LAYERS={GPU_LAYERS} but no GPU backend is in use: {info}")
+        defaults = llamabind.Llama.__init__.__kwdefaults__
+        assert defaults is not None and "n_gpu_layers" in defaults
+        defaults["n_gpu_layers"] = int(GPU_LAYERS)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    info = llamabind.backend_info()
+    backends = ", ".join(
+        f"{b['name']} (built in)" if b["library"] is None else f"{b['name']} ({b['variant'] or Path(b['library']).name})"
+        for b in info["backends"]
+    )
+    where = Path(llamabind.__file__).parent
+    return f"llamabind {llamabind.__version__} from {where}; backends: {backends}; gpu layers: {GPU_LAYERS or 'default'}"
+
 
 @pytest.fixture(scope="session")
 def llama_cpp_dir() -> Path:

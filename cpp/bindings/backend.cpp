@@ -36,6 +36,32 @@ void init_backend(py::module_ & m) {
             return out;
         },
         "Compute devices known to ggml, as dicts (name, description, type, memory_free, memory_total).");
+    m.def(
+        "backends",
+        [] {
+            py::list out;
+            for (const auto & b : backends()) {
+                py::dict item;
+                item["name"] = b.name;
+                item["library"] = b.library.empty() ? py::object(py::none()) : py::object(to_str(b.library));
+                item["variant"] = b.variant.empty() ? py::object(py::none()) : py::object(py::str(b.variant));
+                py::dict features;
+                for (const auto & [key, value] : b.features) {
+                    features[to_str(key)] = to_str(value);
+                }
+                item["features"] = features;
+                item["devices"] = b.device_count;
+                out.append(item);
+            }
+            return out;
+        },
+        "Backends registered with ggml, as dicts: name ('CPU', 'CUDA', 'Metal', ...), library (the module file\n"
+        "it was loaded from, None when built into llamabind), variant (the CPU build variant such as\n"
+        "'haswell' when the library is one of several, else None), features (dict) and devices (count).");
+    m.def("dynamic_backends", &dynamic_backends,
+          "Whether ggml's backends are modules loaded at run time (the portable build) rather than built in.");
+    m.def("backend_directory", &backend_directory,
+          "The directory backend modules were loaded from; '' when they are built in.");
     m.def("numa_init", &numa_init, py::arg("strategy"), "Sets up NUMA placement once per process.");
     m.def("builtin_chat_templates", &builtin_chat_templates, "Names of llama.cpp's built-in chat templates.");
     m.def(

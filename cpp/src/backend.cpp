@@ -1,7 +1,22 @@
 #include "llamabind/backend.hpp"
 
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
+
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#else
+#include <dlfcn.h>
+#endif
 
 #include "ggml-backend.h"
 #include "llama.h"
@@ -24,6 +39,11 @@ struct LogState {
     std::mutex mutex;
     std::shared_ptr<const LogCallback> callback;
     bool routed = false;  // false: llama.cpp's default stderr output
+    // While backend modules load (before any callback can be set), ggml reports each module it
+    // loads at INFO level; those lines are kept here and handed to the first callback set,
+    // instead of appearing on stderr at every import.
+    bool holding = false;
+    std::vector<std::pair<ggml_log_level, std::string>> held;
 };
 
 LogState & log_state() {
@@ -70,6 +90,10 @@ void log_trampoline(ggml_log_level level, const char * text, void * /*user_data*
     bool routed;
     {
         std::lock_guard<std::mutex> lock(state.mutex);
+        if (state.holding && level != GGML_LOG_LEVEL_ERROR && level != GGML_LOG_LEVEL_WARN) {
+            state.held.emplace_back(level, text);
+            return;
+        }
         callback = state.callback;
         routed = state.routed;
     }
@@ -89,6 +113,74 @@ void log_trampoline(ggml_log_level level, const char * text, void * /*user_data*
 
 std::once_flag g_backend_once;
 std::once_flag g_numa_once;
+std::string g_backend_dir;  // written once, inside g_backend_once
+
+// The file of the executable or shared library that contains `address` (code or data);
+// empty when the platform cannot tell.
+std::string module_file_of(const void * address) {
+#if defined(_WIN32)
+    HMODULE module = nullptr;
+    if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                            static_cast<LPCWSTR>(address), &module)) {
+        return {};
+    }
+    std::wstring wide(32768, L'\0');
+    const DWORD n = GetModuleFileNameW(module, wide.data(), static_cast<DWORD>(wide.size()));
+    if (n == 0 || n >= wide.size()) {
+        return {};
+    }
+    const int len = WideCharToMultiByte(CP_UTF8, 0, wide.data(), static_cast<int>(n), nullptr, 0, nullptr, nullptr);
+    std::string out(static_cast<std::size_t>(len > 0 ? len : 0), '\0');
+    if (len > 0) {
+        WideCharToMultiByte(CP_UTF8, 0, wide.data(), static_cast<int>(n), out.data(), len, nullptr, nullptr);
+    }
+    return out;
+#else
+    Dl_info info{};
+    if (dladdr(address, &info) == 0 || info.dli_fname == nullptr) {
+        return {};
+    }
+    return info.dli_fname;
+#endif
+}
+
+std::string parent_directory(const std::string & file) {
+    const auto slash = file.find_last_of("/\\");
+    return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
+}
+
+std::string file_name(const std::string & path) {
+    const auto slash = path.find_last_of("/\\");
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+#ifdef GGML_BACKEND_DL
+// ggml's own default search (llama_backend_init -> ggml_backend_load_all) looks next to the
+// executable and in the current directory: for a Python extension that is the interpreter's
+// directory and wherever the user happens to be. The modules belong to the ggml library we
+// were linked with, so they are loaded from its directory (or LLAMABIND_BACKEND_DIR).
+void load_backend_modules() {
+    const char * env = std::getenv("LLAMABIND_BACKEND_DIR");
+    std::string dir;
+    if (env != nullptr && *env != '\0') {
+        dir = env;
+    } else {
+        void (*probe)(const char *) = &ggml_backend_load_all_from_path;  // lives in the ggml library
+        const void * address = nullptr;
+        static_assert(sizeof(probe) == sizeof(address), "function and data pointers differ in size");
+        std::memcpy(&address, &probe, sizeof(address));
+        const std::string ggml_file = module_file_of(address);
+        dir = ggml_file.empty() ? std::string(".") : parent_directory(ggml_file);
+    }
+    ggml_backend_load_all_from_path(dir.c_str());
+    if (ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) == nullptr) {
+        throw Error("[llamabind] no usable CPU backend in '" + dir +
+                    "': this build loads ggml's backends at run time and expects the libggml-cpu-*"
+                    " modules it was built with there (set LLAMABIND_BACKEND_DIR to their directory)");
+    }
+    g_backend_dir = dir;
+}
+#endif
 
 }  // namespace
 
@@ -97,8 +189,89 @@ void ensure_backend() {
         // Our trampoline is installed before anything logs, so failure reasons are captured
         // even while output still goes to stderr.
         llama_log_set(log_trampoline, nullptr);
+#ifdef GGML_BACKEND_DL
+        auto & state = log_state();
+        {
+            std::lock_guard<std::mutex> lock(state.mutex);
+            state.holding = true;
+        }
+        try {
+            load_backend_modules();  // before llama_backend_init, which would search elsewhere
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(state.mutex);
+            state.holding = false;
+            throw;
+        }
+        {
+            std::lock_guard<std::mutex> lock(state.mutex);
+            state.holding = false;
+        }
+#endif
         llama_backend_init();
     });
+}
+
+bool dynamic_backends() {
+#ifdef GGML_BACKEND_DL
+    return true;
+#else
+    return false;
+#endif
+}
+
+std::string backend_directory() {
+    ensure_backend();
+    return g_backend_dir;
+}
+
+std::vector<BackendInfo> backends() {
+    ensure_backend();
+    const std::string self = module_file_of(static_cast<const void *>(&g_backend_dir));
+    std::vector<BackendInfo> out;
+    const std::size_t n = ggml_backend_reg_count();
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        ggml_backend_reg_t reg = ggml_backend_reg_get(i);
+        BackendInfo info;
+        const char * name = ggml_backend_reg_name(reg);
+        info.name = name ? name : "";
+        info.device_count = ggml_backend_reg_dev_count(reg);
+        // The registry object is a static inside the backend's own code, so its address
+        // names the file the backend came from.
+        const std::string file = module_file_of(static_cast<const void *>(reg));
+        if (!file.empty() && file != self) {
+            info.library = file;
+            std::string lower = info.name;
+            for (auto & c : lower) {
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            }
+            std::string stem = file_name(file);  // libggml-cpu-armv8.2_1.so: variants may hold dots
+            for (const char * ext : {".so", ".dll", ".dylib"}) {
+                const std::size_t len = std::strlen(ext);
+                if (stem.size() > len && stem.compare(stem.size() - len, len, ext) == 0) {
+                    stem.resize(stem.size() - len);
+                    break;
+                }
+            }
+            for (const std::string prefix : {"libggml-" + lower + "-", "ggml-" + lower + "-"}) {
+                if (stem.size() > prefix.size() && stem.compare(0, prefix.size(), prefix) == 0) {
+                    info.variant = stem.substr(prefix.size());
+                    break;
+                }
+            }
+        }
+        void * proc = ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features");
+        ggml_backend_get_features_t get_features = nullptr;
+        static_assert(sizeof(get_features) == sizeof(proc), "function and data pointers differ in size");
+        std::memcpy(&get_features, &proc, sizeof(proc));
+        if (get_features != nullptr) {
+            for (const ggml_backend_feature * f = get_features(reg); f != nullptr && f->name != nullptr; ++f) {
+                info.features.emplace_back(f->name, f->value ? f->value : "");
+            }
+        }
+        out.push_back(std::move(info));
+    }
+    return out;
 }
 
 void numa_init(ggml_numa_strategy strategy) {
@@ -110,9 +283,22 @@ void set_log_callback(LogCallback callback) {
     ensure_backend();
     auto & state = log_state();
     auto shared = std::make_shared<const LogCallback>(std::move(callback));
-    std::lock_guard<std::mutex> lock(state.mutex);
-    state.callback = std::move(shared);
-    state.routed = true;
+    std::vector<std::pair<ggml_log_level, std::string>> held;
+    {
+        std::lock_guard<std::mutex> lock(state.mutex);
+        state.callback = shared;
+        state.routed = true;
+        held.swap(state.held);
+    }
+    if (*shared) {
+        for (const auto & [level, text] : held) {
+            try {
+                (*shared)(level, text);
+            } catch (...) {
+                // A logger must never take the process down.
+            }
+        }
+    }
 }
 
 void reset_log_callback() {

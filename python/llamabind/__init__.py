@@ -26,7 +26,12 @@ from __future__ import annotations
 
 import logging as _logging
 
-from . import _core, models, types
+from ._runtime import preload_cuda_libraries as _preload_cuda_libraries
+
+_preload_cuda_libraries()  # CUDA wheels: NVIDIA's runtime wheels, before _core loads the CUDA module
+
+from . import _core, models, types  # noqa: E402
+from ._backends import BackendDescription, BackendInfo, backend_info
 from .llama import (
     Llama,
     LlamaState,
@@ -106,6 +111,8 @@ _logging.getLogger("llamabind").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AbortedError",
+    "BackendDescription",
+    "BackendInfo",
     "BaseLlamaCache",
     "BaseLlamaTokenizer",
     "ChatTemplateError",
@@ -165,6 +172,7 @@ __all__ = [
     "Vocab",
     "VocabType",
     "__version__",
+    "backend_info",
     "builtin_chat_templates",
     "chat_apply_template",
     "devices",

@@ -42,7 +42,7 @@ def test_versions_and_pin() -> None:
     assert re.search(rf"project\(llamabind VERSION {re.escape(llamabind.__version__)}\b", cmake)
     assert "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e" in llamabind.llama_cpp_pin()
     assert "0c1e57098" in llamabind.llama_cpp_pin()
-    assert llamabind.system_info().startswith("CPU :")
+    assert "CPU : " in llamabind.system_info()  # GPU backends, when loaded, come first
 
 
 def test_python_dash_m_generates_text(smollm2_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -52,6 +53,19 @@ def test_readme_parallel_example_runs(smollm2_path: Path) -> None:
     assert lines[0].startswith("0 ") and lines[1].startswith("1 ")
     assert "|" in lines[2]
     assert [line.split(" -> ")[0] for line in lines[3:]] == ["Who wrote Hamlet?", "What is H2O?", "Name a planet."]
+
+
+def test_readme_backend_info_example_runs() -> None:
+    import llamabind
+
+    (code,) = [b for b in blocks("python") if "backend_info()" in b]
+    lines = run_python(code)
+    info = llamabind.backend_info()
+    names = [b["name"] for b in info["backends"]]
+    assert lines[0] == f"{info['cpu_variant']} {names} {info['gpu_offload']}"
+    assert "CPU" in names
+    features = ast.literal_eval(lines[1])
+    assert isinstance(features, list) and features and all(f in llamabind.system_info() for f in features)
 
 
 def test_readme_cpp_example_compiles_and_runs(native_build, smollm2_path: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ggml-cpu.h"
@@ -15,7 +16,8 @@ namespace llamabind {
 
 // Initialises llama.cpp's backends exactly once per process (thread-safe). Every entry
 // point that needs it (model load, quantize, device listing) calls it; calling it again
-// is free.
+// is free. In a build with dynamic backends (see dynamic_backends()) it first loads the
+// backend modules and throws Error when no CPU backend can be loaded; a later call tries again.
 void ensure_backend();
 
 // Optional NUMA setup (llama_numa_init); only the first call has an effect.
@@ -58,6 +60,29 @@ bool supports_rpc();
 std::size_t max_devices();
 std::size_t max_parallel_sequences();
 int64_t time_us();
+
+// One backend registered with ggml (CPU, CUDA, Metal, ...): where it came from and the
+// features it was compiled with.
+struct BackendInfo {
+    std::string name;     // ggml's registry name: "CPU", "CUDA", "Metal", ...
+    std::string library;  // the module file it was loaded from; empty when compiled into this program
+    std::string variant;  // the build variant named in the module file (libggml-cpu-<variant>), else empty
+    std::vector<std::pair<std::string, std::string>> features;  // e.g. {"AVX2", "1"}, {"ARCHS", "900"}
+    std::size_t device_count = 0;
+};
+
+// The backends in use, in ggml's registry order.
+std::vector<BackendInfo> backends();
+
+// True when ggml was built with GGML_BACKEND_DL (the portable build, see LLAMABIND_PORTABLE):
+// backends are separate modules, loaded when the process first needs them from the
+// directory of the ggml library itself, or from the environment variable
+// LLAMABIND_BACKEND_DIR when it is set. Among the CPU modules ggml picks the one built for
+// the best instruction set this CPU supports.
+bool dynamic_backends();
+
+// The directory backend modules were loaded from; empty for a build without GGML_BACKEND_DL.
+std::string backend_directory();
 
 // One compute device known to ggml (CPU, GPU, accelerator).
 struct DeviceInfo {
