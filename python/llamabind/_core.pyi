@@ -9,7 +9,7 @@ import numpy
 import numpy.dtypes
 import numpy.typing
 import typing
-__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'FType', 'FatalDecodeError', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelLoadError', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'SamplerChain', 'SplitMode', 'StateError', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'quantize', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
+__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'Engine', 'EngineEvent', 'FType', 'FatalDecodeError', 'FinishReason', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelLoadError', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'SamplerChain', 'SplitMode', 'StateError', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'quantize', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
 class LlamaError(Exception):
     """Base class of every error raised by llamabind."""
 
@@ -104,6 +104,14 @@ class FType(enum.IntEnum):
     MOSTLY_Q1_0 = 40
     MOSTLY_Q2_0 = 41
     GUESSED = 1024
+
+class FinishReason(enum.IntEnum):
+    """Why an Engine request ended."""
+    NONE = 0
+    STOP = 1
+    LENGTH = 2
+    CANCELLED = 3
+    ERROR = 4
 
 class FlashAttnType(enum.IntEnum):
     """When to use Flash Attention."""
@@ -1000,6 +1008,116 @@ class SamplerChain:
     @property
     def seed(self) -> int:
         ...
+class EngineEvent:
+    """
+    What one step did for one request.
+    """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def error(self) -> str:
+        """
+        Why the request failed (FinishReason.ERROR).
+        """
+    @property
+    def finish(self) -> FinishReason:
+        """
+        FinishReason.NONE while the request goes on.
+        """
+    @property
+    def logits(self) -> typing.Any:
+        """
+        The logits row the token was sampled from (with return_logits=True), else None.
+        """
+    @property
+    def request(self) -> int:
+        """
+        The request id submit() returned.
+        """
+    @property
+    def token(self) -> int:
+        """
+        The sampled token; -1 for CANCELLED and ERROR events.
+        """
+class Engine:
+    """
+    Generates many sequences at once over one Context (continuous batching).
+
+        ctx = Context(model, n_ctx=4096, n_seq_max=8)
+        engine = Engine(ctx)
+        ids = [engine.submit(vocab.tokenize(p), SamplerChain().add_greedy(), max_tokens=32) for p in prompts]
+        while engine.has_work:
+            for ev in engine.step():          # one decode for every active sequence
+                ...                           # ev.request, ev.token, ev.finish
+
+    Each step puts the next token of every generating sequence and chunks of pending prompts
+    into one batch, decodes it once (GIL released) and samples every sequence with its own
+    chain. Finished, cancelled and failed sequences free their KV cells at once; waiting
+    requests take the free slots (n_seq_max of the context). A prompt that starts with at
+    least min_shared_prefix tokens of a live sequence copies their KV cells instead of
+    evaluating them. submit/cancel may be called from any thread while one thread steps.
+    The context must not be decoded by anything else while the engine has work.
+    """
+    def __enter__(self) -> typing.Any:
+        ...
+    def __exit__(self, *args) -> None:
+        ...
+    def __init__(self, ctx: Context, *, max_prompt_tokens_per_step: typing.SupportsInt | typing.SupportsIndex = 0, min_shared_prefix: typing.SupportsInt | typing.SupportsIndex = 8) -> None:
+        ...
+    def cancel(self, request: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Ends a request at the next step (a CANCELLED event reports it).
+        """
+    def cancel_all(self) -> None:
+        """
+        Ends every request submitted so far at the next step.
+        """
+    def close(self) -> None:
+        """
+        Ends every request and frees their KV cells. Idempotent; submit() raises ClosedError after.
+        """
+    def step(self) -> list[EngineEvent]:
+        """
+        Runs one decode with every active sequence and samples them; returns the EngineEvents
+        (tokens, finished, cancelled and failed requests). The GIL is released meanwhile.
+        """
+    def submit(self, tokens: typing.Any, sampler: SamplerChain, *, max_tokens: typing.SupportsInt | typing.SupportsIndex = -1, return_logits: bool = False) -> int:
+        """
+        Queues a request and returns its id. The sampler chain is taken over (the Python object is
+        closed afterwards). max_tokens <= 0 generates until the sequence's context is full;
+        return_logits puts each token's logits row into its event.
+        """
+    @property
+    def has_work(self) -> bool:
+        """
+        Whether step() has anything to do.
+        """
+    @property
+    def n_active(self) -> int:
+        """
+        Requests holding a slot.
+        """
+    @property
+    def n_ctx_seq(self) -> int:
+        """
+        Context size of one sequence.
+        """
+    @property
+    def n_slots(self) -> int:
+        """
+        Sequences that run at once (n_seq_max).
+        """
+    @property
+    def n_waiting(self) -> int:
+        """
+        Requests waiting for a slot.
+        """
+    @property
+    def stats(self) -> dict:
+        """
+        Counters: steps, tokens_generated, prompt_tokens, prompt_tokens_evaluated,
+        prompt_tokens_shared (copied from another sequence) and max_active (most sequences in one batch).
+        """
 def backend_directory() -> str:
     """
     The directory backend modules were loaded from; '' when they are built in.

@@ -24,7 +24,7 @@ def run_python(code: str) -> list[str]:
 
 
 def test_readme_has_the_python_examples() -> None:
-    assert len(blocks("python")) == 5
+    assert len(blocks("python")) == 6
 
 
 def test_readme_low_level_example_runs(smollm2_path: Path) -> None:
