@@ -351,7 +351,7 @@ void InterruptScope::raise_if_interrupted() const {
     }
 }
 
-GilRelease::~GilRelease() {
+GilRelease::~GilRelease() noexcept(false) {
 #if PY_VERSION_HEX >= 0x030D0000
     const bool finalizing = Py_IsFinalizing() != 0;
 #else

@@ -3,6 +3,10 @@
 // Shared by the binding files: init functions, GIL/interrupt helpers, byte/str conversion.
 
 #include <pybind11/pybind11.h>
+
+#ifdef __GLIBCXX__
+#include <cxxabi.h>
+#endif
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -79,7 +83,10 @@ void init_interrupts();
 class GilRelease {
 public:
     GilRelease() : state_(PyEval_SaveThread()) {}
-    ~GilRelease();
+    // Not noexcept: a daemon thread that blocks on re-taking the GIL while the interpreter
+    // finalizes is ended by Python with pthread_exit, whose forced unwinding must pass through
+    // here (and through pybind11, which rethrows it) instead of hitting std::terminate.
+    ~GilRelease() noexcept(false);
     GilRelease(const GilRelease &) = delete;
     GilRelease & operator=(const GilRelease &) = delete;
 
@@ -108,6 +115,10 @@ auto call_released(Fn && fn) -> decltype(fn(static_cast<const std::atomic<bool> 
             flush_logs();
             return result;
         }
+#ifdef __GLIBCXX__
+    } catch (abi::__forced_unwind &) {
+        throw;  // thread exit at interpreter shutdown (see GilRelease): no GIL, touch nothing
+#endif
     } catch (...) {
         // Check for Ctrl-C before emitting logs: running Python logging code would run the
         // pending signal handler and its KeyboardInterrupt would surface there instead.
