@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import subprocess
 import sys
 import threading
@@ -44,7 +43,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import run as harness  # noqa: E402  (bench/run.py: native build, machine info)
 
-RESULTS = ROOT / "bench" / "results"
 N_SLOTS = 8
 
 
@@ -222,10 +220,6 @@ def run_native(model: str, args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
-def fmt(v: float | None, digits: int = 1) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
 def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; {meta['date']}; {meta['rounds']} "
@@ -245,12 +239,12 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
                     continue
                 base = native.get(f"s_tg@{b}")
                 one = r.get("s_tg@1")
-                lines.append(f"| {name} | {b} | {fmt(r.get(f's_pp@{b}'))} | {fmt(tg)} | "
-                             f"{fmt(tg / base if tg and base else None, 3)} | {fmt(tg / one if tg and one else None, 2)} |")
+                lines.append(f"| {name} | {b} | {harness.fmt(r.get(f's_pp@{b}'))} | {harness.fmt(tg)} | "
+                             f"{harness.fmt(tg / base if tg and base else None, 3)} | {harness.fmt(tg / one if tg and one else None, 2)} |")
         t = rows.get("ttft", {})
         lines += ["", f"Time to first token of a {meta['n_prompt']}-token prompt (Llama(n_parallel=8)): "
-                      f"{fmt(t.get('ttft_busy_ms'), 0)} ms while 7 sequences generate, "
-                      f"{fmt(t.get('ttft_idle_ms'), 0)} ms on the idle engine.", ""]
+                      f"{harness.fmt(t.get('ttft_busy_ms'), 0)} ms while 7 sequences generate, "
+                      f"{harness.fmt(t.get('ttft_idle_ms'), 0)} ms on the idle engine.", ""]
     return "\n".join(lines)
 
 
@@ -277,8 +271,6 @@ def main() -> int:
         print(json.dumps(WORKERS[args.worker](args.model_path, args)))
         return 0
 
-    from llamabind import models
-
     if not args.skip_native_build and not args.skip_native:
         harness.build_native()
     paths = {
@@ -290,35 +282,16 @@ def main() -> int:
     }
     if args.skip_native:
         del paths["llama.cpp (llama-batched-bench)"]
-    results: dict[str, dict[str, dict[str, float | None]]] = {}
-    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for name in args.models:
-        model = str(models.model_path(name))
-        raw[name] = {p: [] for p in paths}
-        for r in range(args.rounds):
-            for path, fn in paths.items():
-                print(f"[{name} round {r + 1}/{args.rounds}] {path}", file=sys.stderr, flush=True)
-                raw[name][path].append(fn(model))
-        results[name] = {}
-        for p, runs in raw[name].items():
-            keys = {k for one in runs for k in one}
-            results[name][p] = {k: (statistics.median(vals) if (vals := [one[k] for one in runs
-                                                                         if one.get(k) is not None]) else None)
-                                for k in keys}
+    raw = harness.interleave(args.models, paths, args.rounds)
+    results = {name: harness.medians(raw[name]) for name in raw}
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": harness.machine(),
             "rounds": args.rounds, "threads": args.threads, "n_prompt": args.n_prompt, "n_gen": args.n_gen,
             "parallel": args.parallel, "flash_attn": args.flash_attn}
-    text = report(results, meta)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"batched-{stamp}.json").write_text(json.dumps({"meta": meta, "results": results, "raw": raw},
-                                                              indent=1))
-    if args.write_results:
-        (ROOT / "bench" / "BATCHED.md").write_text(
-            "# Many sequences at once: benchmark results\n\nWritten by `python bench/batched.py --write-results`; "
-            "S_TG ratios are against llama.cpp's llama-batched-bench built from the same pinned source and "
-            "flags (target >= 0.90).\n\n" + text + "\n")
+    harness.save(report(results, meta), {"meta": meta, "results": results, "raw": raw}, json_prefix="batched-",
+                 markdown=ROOT / "bench" / "BATCHED.md" if args.write_results else None,
+                 heading="# Many sequences at once: benchmark results\n\nWritten by `python bench/batched.py "
+                         "--write-results`; S_TG ratios are against llama.cpp's llama-batched-bench built from the "
+                         "same pinned source and flags (target >= 0.90).")
     return 0
 
 

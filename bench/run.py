@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,9 +176,47 @@ def paths(args: argparse.Namespace, lcp: str | None) -> dict[str, Any]:
     return table
 
 
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+Runs = dict[str, list[dict[str, Any]]]  # path -> one measurement dict per round
+
+
+def interleave(model_names: list[str], table: dict[str, Callable[[str], dict[str, Any]]],
+               rounds: int) -> dict[str, Runs]:
+    """Runs every path of `table` (name -> function of the model's file) on each model, the
+    paths one after the other and that `rounds` times (A B C ... A B C ...), so drift of the
+    machine hits them alike. Returns model -> path -> the measurements, in round order."""
+    from llamabind import models
+
+    raw: dict[str, Runs] = {}
+    for name in model_names:
+        model = str(models.model_path(name))
+        raw[name] = {p: [] for p in table}
+        for r in range(rounds):
+            for path, fn in table.items():
+                print(f"[{name} round {r + 1}/{rounds}] {path}", file=sys.stderr, flush=True)
+                raw[name][path].append(fn(model))
+    return raw
+
+
+def medians(runs: Runs) -> dict[str, dict[str, float | None]]:
+    """path -> key -> the median over the rounds that measured it."""
+    return {p: {k: median([one.get(k) for one in measured]) for k in {k for one in measured for k in one}}
+            for p, measured in runs.items()}
+
+
+def save(text: str, data: dict[str, Any], json_prefix: str, markdown: Path | None, heading: str) -> None:
+    """Prints the report, writes bench/results/<prefix><time>.json and, when asked, the
+    markdown file committed with the latest results."""
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"{json_prefix}{stamp}.json").write_text(json.dumps(data, indent=1))
+    if markdown is not None:
+        markdown.write_text(f"{heading}\n\n{text}\n")
 
 
 def machine() -> dict[str, Any]:
@@ -258,7 +297,6 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from llamabind import models
 
     build_native()
     if args.install_lcp:
@@ -267,18 +305,9 @@ def main() -> int:
     if lcp is None and not args.skip_lcp:
         print("llama-cpp-python not found in build/bench-lcp (use --install-lcp); comparing without it",
               file=sys.stderr)
-    table = paths(args, lcp)
-    results: dict[str, dict[str, dict[str, float | None]]] = {}
-    raw: dict[str, dict[str, list[dict[str, float]]]] = {}
-    for name in args.models:
-        model = str(models.model_path(name))
-        raw[name] = {p: [] for p in table}
-        for r in range(args.rounds):
-            for path, fn in table.items():
-                print(f"[{name} round {r + 1}/{args.rounds}] {path}", file=sys.stderr, flush=True)
-                raw[name][path].append(fn(model))
-        results[name] = {p: {k: median([run.get(k) for run in runs])  # type: ignore[misc]
-                             for k in {k for run in runs for k in run}} for p, runs in raw[name].items()}
+    raw = interleave(args.models, paths(args, lcp), args.rounds)
+    results = {name: medians(raw[name]) for name in raw}
+    for name in raw:
         # Paired ratios: each round's measurement against the native tool's measurement of the
         # same round (they ran back to back), then the median over rounds. Less sensitive to
         # this shared machine's drift than a ratio of medians.
@@ -296,14 +325,10 @@ def main() -> int:
             "rounds": args.rounds, "threads": args.threads, "n_prompt": args.n_prompt, "n_gen": args.n_gen,
             "flash_attn": args.flash_attn, "llama_cpp_python": bool(lcp)}
     text = report(results, meta)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"{stamp}.json").write_text(json.dumps({"meta": meta, "results": results, "raw": raw}, indent=1))
-    if args.write_results:
-        (ROOT / "bench" / "RESULTS.md").write_text(
-            "# Benchmark results\n\nWritten by `python bench/run.py --write-results`; ratios are against "
-            "llama.cpp's own tools built from the same pinned source and flags.\n\n" + text + "\n")
+    save(text, {"meta": meta, "results": results, "raw": raw}, json_prefix="",
+         markdown=ROOT / "bench" / "RESULTS.md" if args.write_results else None,
+         heading="# Benchmark results\n\nWritten by `python bench/run.py --write-results`; ratios are against "
+                 "llama.cpp's own tools built from the same pinned source and flags.")
     return 0
 
 

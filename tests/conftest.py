@@ -89,6 +89,20 @@ def native_build():
 
 
 @pytest.fixture(scope="session")
+def reference_build(native_build):
+    """native_build, with llama.cpp's llama-simple running the same llama.cpp libraries as the
+    imported llamabind: for an installed portable build (a wheel: shared libraries and CPU
+    modules picked at run time) it is compiled against them, so Python output compared with
+    it is compared on identical kernels; for a native build it is native_build itself."""
+    from native import build_reference_for_installed
+
+    info = llamabind.backend_info()
+    if not info["dynamic"] or info["directory"] is None or sys.platform != "linux":
+        return native_build
+    return build_reference_for_installed(native_build, Path(info["directory"]))
+
+
+@pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight llama GGUF (2 layers, n_embd 64, GQA 4/2, f32) with the 32000-token SPM
     vocabulary of llama.cpp's models/ggml-vocab-llama-spm.gguf, for fast mechanics tests."""

@@ -4,6 +4,7 @@ pinned source against the same static libraries (the reference for generation te
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ class NativeBuild:
     example: Path  # llamabind-simple (our C++ example)
     reference_simple: Path  # llama.cpp's examples/simple/simple.cpp
     batched: Path  # llamabind-batched (our C++ engine example)
+    reference_cwd: Path | None = None  # where llama-simple runs (None: anywhere)
 
 
 def build_dir() -> Path:
@@ -53,11 +55,34 @@ def build(target_dir: Path | None = None) -> NativeBuild:
     )
 
 
+def build_reference_for_installed(native: NativeBuild, library_dir: Path) -> NativeBuild:
+    """`native` with llama-simple compiled from the pinned source against the shared llama.cpp
+    libraries of an installed portable llamabind (a wheel), in `library_dir`: the reference
+    then runs the very kernels the wheel picked for this CPU, instead of a native build's
+    (whose instruction set, e.g. AVX512-FP16, may round differently). It runs in
+    `library_dir`, where llama.cpp's own module search finds the wheel's CPU backends."""
+    src = ROOT / "extern" / "llama.cpp"
+    out = native.build_dir / "reference-for-installed"
+    out.mkdir(parents=True, exist_ok=True)
+    exe = out / "llama-simple"
+    libs = ["libllama.so", "libggml.so", "libggml-base.so"]
+    cmd = [
+        os.environ.get("CXX", "c++"), "-std=c++17", "-O2", str(src / "examples" / "simple" / "simple.cpp"),
+        "-I", str(src / "include"), "-I", str(src / "ggml" / "include"), "-o", str(exe),
+        *(str(library_dir / lib) for lib in libs), f"-Wl,-rpath,{library_dir}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        proc.check_returncode()
+    return dataclasses.replace(native, reference_simple=exe, reference_cwd=library_dir)
+
+
 def run_reference_simple(native: NativeBuild, model: Path, prompt: str, n_predict: int) -> str:
     """Runs llama.cpp's llama-simple; returns its stdout (prompt + generated text)."""
     proc = subprocess.run(
-        [str(native.reference_simple), "-m", str(model), "-n", str(n_predict), prompt],
-        capture_output=True, timeout=600,
+        [str(native.reference_simple), "-m", str(Path(model).resolve()), "-n", str(n_predict), prompt],
+        capture_output=True, timeout=600, cwd=native.reference_cwd,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"llama-simple failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")

@@ -150,6 +150,7 @@ SamplerChain::SamplerChain(bool no_perf) {
 void SamplerChain::close() noexcept {
     chain_.reset();
     models_.clear();
+    bias_tables_.clear();
     n_custom_ = 0;
 }
 
@@ -346,6 +347,19 @@ SamplerChain & SamplerChain::add_logit_bias(int32_t n_vocab, const std::vector<s
         raw.push_back({token, bias});
     }
     add_owned(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(raw.size()), raw.data()), "add_logit_bias");
+    BiasTable table;
+    table.sampler = llama_sampler_chain_get(get(), llama_sampler_chain_n(get()) - 1);
+    for (const llama_logit_bias & b : raw) {
+        table.tokens.push_back(b.token);
+    }
+    std::sort(table.tokens.begin(), table.tokens.end());
+    table.tokens.erase(std::unique(table.tokens.begin(), table.tokens.end()), table.tokens.end());
+    table.biases.resize(table.tokens.size());
+    for (const llama_logit_bias & b : raw) {
+        const auto at = std::lower_bound(table.tokens.begin(), table.tokens.end(), b.token) - table.tokens.begin();
+        table.biases[static_cast<std::size_t>(at)].push_back(b.bias);
+    }
+    bias_tables_.push_back(std::move(table));
     if (vocab_limit_ < 0 || n_vocab < vocab_limit_) {
         vocab_limit_ = n_vocab;
     }
@@ -400,6 +414,10 @@ void SamplerChain::remove(int32_t i) {
     if (removed->iface == &g_custom_iface) {
         --n_custom_;
     }
+    // Its address may be reused by a later sampler: forget what it added.
+    bias_tables_.erase(std::remove_if(bias_tables_.begin(), bias_tables_.end(),
+                                      [removed](const BiasTable & t) { return t.sampler == removed; }),
+                       bias_tables_.end());
     llama_sampler_free(removed);
 }
 
@@ -453,6 +471,43 @@ llama_token argmax_first(const float * logits, int32_t n) {
         }
     }
     return 0;
+}
+
+// The token llama.cpp's logit-bias sampler followed by its greedy sampler would pick, without
+// their candidate array: greedy keeps the first candidate unless a later one is strictly larger,
+// so the row is walked in index order, the stretches between biased tokens by argmax_first and
+// each biased token with its biases added one by one, as llama.cpp adds them.
+llama_token biased_argmax(const float * logits, int32_t n, const std::vector<llama_token> & tokens,
+                          const std::vector<std::vector<float>> & biases) {
+    auto biased = [&](std::size_t j) {
+        float v = logits[tokens[j]];
+        for (float b : biases[j]) {
+            v += b;
+        }
+        return v;
+    };
+    llama_token best = 0;
+    float best_value = !tokens.empty() && tokens[0] == 0 ? biased(0) : logits[0];
+    int32_t from = 0;
+    for (std::size_t j = 0; j <= tokens.size(); ++j) {
+        const int32_t to = j < tokens.size() ? tokens[j] : n;
+        if (to > from) {
+            const llama_token t = from + argmax_first(logits + from, to - from);
+            if (logits[t] > best_value) {
+                best = t;
+                best_value = logits[t];
+            }
+        }
+        if (j < tokens.size()) {
+            const float v = biased(j);
+            if (v > best_value) {
+                best = tokens[j];
+                best_value = v;
+            }
+            from = tokens[j] + 1;
+        }
+    }
+    return best;
 }
 
 bool is_plain_greedy(llama_sampler * chain) {
@@ -550,6 +605,18 @@ llama_token SamplerChain::sample_locked(Context & ctx, int32_t idx) {
         llama_sampler_accept(chain, token);
         return token;
     }
+    if (llama_sampler_chain_n(chain) == 2 &&
+        std::strcmp(llama_sampler_name(llama_sampler_chain_get(chain, 1)), "greedy") == 0) {
+        // Logit bias then greedy (e.g. banned tokens, or end-of-generation suppressed).
+        const llama_sampler * first = llama_sampler_chain_get(chain, 0);
+        for (const BiasTable & t : bias_tables_) {
+            if (t.sampler == first && (t.tokens.empty() || t.tokens.back() < n_vocab)) {
+                const llama_token token = biased_argmax(logits, n_vocab, t.tokens, t.biases);
+                llama_sampler_accept(chain, token);
+                return token;
+            }
+        }
+    }
     llama_token_data_array cur{nullptr, 0, -1, false};
     // A chain that starts with top-k (llama.cpp's usual sampling chains) only ever sees the k
     // best candidates, sorted. When those are unambiguous (no ties, no NaN) they are found in
@@ -626,6 +693,17 @@ SamplerChain SamplerChain::clone() const {
     out.models_ = models_;
     out.vocab_limit_ = vocab_limit_;
     out.n_custom_ = n_custom_;
+    // The copy's samplers sit at the same positions as the originals.
+    for (int32_t i = 0; i < llama_sampler_chain_n(chain); ++i) {
+        const llama_sampler * original = llama_sampler_chain_get(chain, i);
+        for (const BiasTable & t : bias_tables_) {
+            if (t.sampler == original) {
+                BiasTable copied = t;
+                copied.sampler = llama_sampler_chain_get(copy, i);
+                out.bias_tables_.push_back(std::move(copied));
+            }
+        }
+    }
     return out;
 }
 

@@ -448,6 +448,26 @@ class _Interrupt:
             self._previous = None
 
 
+def _read_prompt(prompt: str) -> str:
+    """input() for a plain POSIX terminal (no readline) that also notices a Ctrl-C typed just
+    as the prompt appears. CPython's input() only sees SIGINT when it interrupts the blocking
+    read, so one that lands between the prompt and the read waits for the next line; here the
+    wait is a select() that wakes up to let Python run its signal handlers."""
+    import select
+
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    fd = sys.stdin.fileno()
+    while not select.select([fd], [], [], 0.2)[0]:
+        pass
+    # A terminal in canonical mode hands over one line per read, so nothing is left behind
+    # in Python's buffer where select() cannot see it.
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
 _CHAT_HELP = "/reset clears the history, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer, /help shows this"
 
 
@@ -487,19 +507,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
     with _llama(args, **_context_kwargs(args)) as llm:
         base: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
         messages = list(base)
+        read_line: Callable[[str], str] = input
         if interactive:
             if os.environ.get("TERM", "dumb") != "dumb":
                 try:
                     import readline  # noqa: F401  (line editing and history for input())
                 except ImportError:
                     pass
+            if "readline" not in sys.modules and os.name == "posix":
+                read_line = _read_prompt
             name = Path(llm.model_path).name
             note.write(f"{PROG} chat with {name}. {_CHAT_HELP}.\n")
             note.flush()
         while True:
             try:
                 if interactive:
-                    line = input("> ")
+                    line = read_line("> ")
                 else:
                     line = sys.stdin.readline()
                     if not line:

@@ -129,6 +129,48 @@ class _Chunk:
     generated: int = 0  # generated (not echoed) tokens this chunk accounts for
 
 
+class _ChunkMaker:
+    """Turns generated tokens into text chunks for both generation loops (the single
+    sequence and the engine's): UTF-8 pieces reassembled across tokens, stop strings that
+    never leak, logprob records with text offsets counted from the start of the prompt text."""
+
+    def __init__(self, llm: Llama, stop: str | Sequence[str], logprobs: int | None, offset: int) -> None:
+        self._llm = llm
+        self._want_logprobs = logprobs is not None
+        self._k = int(logprobs or 0)
+        self._offset = offset
+        self._utf8 = Utf8Stream()
+        self._stops = StopMatcher([stop] if isinstance(stop, str) else list(stop or []))
+        self._pending: list[_TokenRecord] = []
+
+    def push(self, token: int, row: npt.NDArray[np.single] | None) -> tuple[str, bool]:
+        """Adds a token (with its logits row when logprobs are wanted); returns the text now
+        safe to release and whether a stop string ended it."""
+        piece = self._llm._vocab.token_to_piece(token)
+        record = _TokenRecord(token, piece.decode("utf-8", errors="ignore"), self._offset)
+        if self._want_logprobs and row is not None:
+            lp, top = self._llm._top_logprobs(row, self._k)
+            record.logprob = float(lp[token])
+            record.raw_top = top
+        self._offset += len(record.text)
+        self._pending.append(record)
+        return self._stops.push(self._utf8.push(piece))
+
+    def chunk(self, text: str, finish: str | None = None) -> _Chunk:
+        """A chunk with `text` that accounts for the tokens pushed since the last one."""
+        pending, self._pending = self._pending, []
+        return _Chunk(text, pending, finish, len(pending))
+
+    def tail(self, finish: str) -> _Chunk:
+        """The last chunk: text held back for UTF-8 or a possible stop string."""
+        text, stopped = self._stops.push(self._utf8.flush())
+        if stopped:
+            finish = "stop"
+        else:
+            text += self._stops.flush()
+        return self.chunk(text, finish)
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -832,11 +874,8 @@ class Llama:
         if echo:
             yield _Chunk(prompt_text, echo_records if want_logprobs else [])
         # As in llama-cpp-python, offsets count from the start of the prompt text.
-        offset = len(prompt_text)
+        out = _ChunkMaker(self, stop, logprobs, len(prompt_text))
         chain = self._chain(params, prompt_tokens)
-        utf8 = Utf8Stream()
-        stops = StopMatcher([stop] if isinstance(stop, str) else list(stop or []))
-        pending: list[_TokenRecord] = []
         finish = "length"
         produced = 0
         while produced < max_tokens:
@@ -846,17 +885,10 @@ class Llama:
             if self._vocab.is_eog(token):
                 finish = "stop"
                 break
-            record = _TokenRecord(token, self._piece_text(token), offset)
-            if want_logprobs:
-                lp, top = self._top_logprobs(ctx.logits_ith(-1), k)
-                record.logprob = float(lp[token])
-                record.raw_top = top
-            offset += len(record.text)
             produced += 1
-            pending.append(record)
-            text, stopped = stops.push(utf8.push(self._vocab.token_to_piece(token)))
+            text, stopped = out.push(token, ctx.logits_ith(-1) if want_logprobs else None)
             if stopped:
-                yield _Chunk(text, pending, "stop", len(pending))
+                yield out.chunk(text, "stop")
                 return
             stop_now = False
             if stopping_criteria is not None:
@@ -865,17 +897,11 @@ class Llama:
             if produced < max_tokens and not stop_now:
                 self._eval([token], cancel=cancel)
             if text or stop_now:
-                yield _Chunk(text, pending, None, len(pending))
-                pending = []
+                yield out.chunk(text)
             if stop_now:
                 finish = "stop"
                 break
-        tail, stopped = stops.push(utf8.flush())
-        if stopped:
-            finish = "stop"
-        else:
-            tail += stops.flush()
-        yield _Chunk(tail, pending, finish, len(pending))
+        yield out.tail(finish)
 
     def _completion_id(self) -> str:
         return f"cmpl-{uuid.uuid4()}"
@@ -1016,60 +1042,47 @@ class Llama:
                                         return_logits=logprobs is not None or stopping_criteria is not None,
                                         cancel=cancel)
                 holder.append(request)
-        chunks = self._engine_chunks(request, prompt_tokens, prompt_text, stop=stop or [], logprobs=logprobs,
-                                     echo=echo, stopping_criteria=stopping_criteria)
+        chunks = self._engine_chunks(request, prompt_tokens, prompt_text, max_tokens=max_tokens, stop=stop or [],
+                                     logprobs=logprobs, echo=echo, stopping_criteria=stopping_criteria)
         return request, self._completion_dicts(chunks, cid, created, model or self.model_path, n_prompt,
                                                0 if echo else len(prompt_text), logprobs, _object)
 
     def _engine_chunks(self, request: EngineRequest | None, prompt_tokens: list[int], prompt_text: str, *,
-                       stop: str | Sequence[str], logprobs: int | None, echo: bool,
+                       max_tokens: int, stop: str | Sequence[str], logprobs: int | None, echo: bool,
                        stopping_criteria: StoppingCriteriaList | None) -> Iterator[_Chunk]:
         """_generate_chunks for a request the engine runs: the same text, stop, logprobs and
         stopping-criteria handling over the tokens it delivers."""
         try:
             if echo:
                 yield _Chunk(prompt_text, [])
-            want_logprobs = logprobs is not None
-            k = int(logprobs or 0)
-            offset = len(prompt_text)
-            utf8 = Utf8Stream()
-            stops = StopMatcher([stop] if isinstance(stop, str) else list(stop))
-            pending: list[_TokenRecord] = []
-            generated: list[int] = []
+            out = _ChunkMaker(self, stop, logprobs, len(prompt_text))
+            ids = None  # prompt + generated tokens, for stopping criteria
+            n_ids = len(prompt_tokens)
+            if stopping_criteria is not None:
+                ids = np.empty(n_ids + max_tokens, dtype=np.intc)
+                ids[:n_ids] = prompt_tokens
             finish = "length"
             for ev in request.events() if request is not None else ():
-                token = int(ev.token)
                 if ev.finish == FinishReason.STOP:
                     finish = "stop"
                     break
+                token = int(ev.token)
                 row = ev.logits
-                record = _TokenRecord(token, self._piece_text(token), offset)
-                if want_logprobs and row is not None:
-                    lp, top = self._top_logprobs(row, k)
-                    record.logprob = float(lp[token])
-                    record.raw_top = top
-                offset += len(record.text)
-                pending.append(record)
-                generated.append(token)
-                text, stopped = stops.push(utf8.push(self._vocab.token_to_piece(token)))
+                text, stopped = out.push(token, row)
                 if stopped:
-                    yield _Chunk(text, pending, "stop", len(pending))
+                    yield out.chunk(text, "stop")
                     return
                 stop_now = False
-                if stopping_criteria is not None and row is not None:
-                    stop_now = bool(stopping_criteria(np.asarray(prompt_tokens + generated, dtype=np.intc), row))
+                if stopping_criteria is not None and ids is not None and row is not None and n_ids < len(ids):
+                    ids[n_ids] = token
+                    n_ids += 1
+                    stop_now = bool(stopping_criteria(ids[:n_ids], row))
                 if text or stop_now:
-                    yield _Chunk(text, pending, None, len(pending))
-                    pending = []
+                    yield out.chunk(text)
                 if stop_now:
                     finish = "stop"
                     break
-            tail, stopped = stops.push(utf8.flush())
-            if stopped:
-                finish = "stop"
-            else:
-                tail += stops.flush()
-            yield _Chunk(tail, pending, finish, len(pending))
+            yield out.tail(finish)
         finally:
             if request is not None:
                 request.close()

@@ -91,9 +91,9 @@ def forcing(prompt_len: int, sequence: list[int]):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["smollm2", "gemma3"])
-def test_greedy_equals_llama_simple(name: str, request: pytest.FixtureRequest, native_build) -> None:
+def test_greedy_equals_llama_simple(name: str, request: pytest.FixtureRequest, reference_build) -> None:
     path = request.getfixturevalue(f"{name}_path")
-    stdout = run_reference_simple(native_build, path, PROMPT, 64)
+    stdout = run_reference_simple(reference_build, path, PROMPT, 64)
     # llama-simple uses llama.cpp's default flash-attention setting (auto: on for the CPU);
     # the two attention kernels round differently, so compare with the same kernel.
     with _llama(path, flash_attn=True) as llm:

@@ -931,6 +931,50 @@ def test_plain_greedy_chain_picks_what_llama_cpp_greedy_picks(request: pytest.Fi
 
 
 @pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+def test_biased_greedy_chain_picks_what_llama_cpp_picks(request: pytest.FixtureRequest, which: str) -> None:
+    # Logit bias followed by greedy also skips the candidate array. Each step tries biases that
+    # suppress the natural winner (and every end-of-generation token), lift another token to
+    # an exact tie with it (the lower index must win), and stack duplicate biases on one token
+    # (added one by one); llama.cpp's own path (forced by a pass-through sampler in front) and
+    # numpy over the biased row must agree with the shortcut every time.
+    model: lb.Model = request.getfixturevalue(which)
+    vocab = model.vocab
+    n_vocab = vocab.n_tokens
+    eog = [t for t in range(n_vocab) if vocab.is_eog(t)]
+    ctx = lb.Context(model, n_ctx=256, n_batch=256, n_threads=N_THREADS, n_threads_batch=N_THREADS)
+    tokens = vocab.tokenize("The three primary colors are", add_special=True)
+    ctx.decode_tokens(tokens, pos0=0)
+    pos = len(tokens)
+    rng = np.random.default_rng(5)
+    ties = 0
+    for step in range(24):
+        row = np.array(ctx.logits_ith(-1), dtype=np.float32)
+        natural = int(np.argmax(row))
+        other = int(rng.integers(0, n_vocab))
+        lift = float(np.float32(row[natural]) - np.float32(row[other]))
+        cases: list[list[tuple[int, float]]] = [
+            [(natural, -1e9)] + [(t, float("-inf")) for t in eog],
+            [(other, lift), (0, 0.5), (n_vocab - 1, -2.0)],
+            [(other, lift / 2), (other, lift / 2), (other, 1e-3)],
+            [(int(t), float(b)) for t, b in zip(rng.integers(0, n_vocab, 50), rng.normal(0, 3, 50))],
+        ]
+        for biases in cases:
+            fast = lb.SamplerChain().add_logit_bias(n_vocab, biases).add_greedy()
+            general = lb.SamplerChain().add_custom(PassThrough()).add_logit_bias(n_vocab, biases).add_greedy()
+            expected_row = row.copy()
+            for t, b in biases:
+                expected_row[t] = expected_row[t] + np.float32(b)
+            expected = int(np.argmax(expected_row))
+            chosen = fast.sample(ctx)
+            assert chosen == general.sample(ctx) == expected, (step, biases[:3])
+            assert fast.clone().sample(ctx) == expected
+            ties += int(expected_row[other] == expected_row[natural] and other != natural)
+        ctx.decode_tokens([natural], pos0=pos)
+        pos += 1
+    assert ties > 0, "no exact tie was produced; the tie-breaking case went untested"
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
 @pytest.mark.parametrize("top_k", [1, 40, 128, 200])
 def test_top_k_first_chain_samples_what_llama_cpp_samples(request: pytest.FixtureRequest, which: str,
                                                           top_k: int) -> None:

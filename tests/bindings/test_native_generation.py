@@ -40,14 +40,14 @@ def greedy_python(model_path: Path, prompt: str, n_predict: int) -> tuple[list[i
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["smollm2", "gemma3"])
-def test_python_greedy_matches_llama_simple_and_cpp(native_build, request, model_name: str) -> None:
+def test_python_greedy_matches_llama_simple_and_cpp(native_build, reference_build, request, model_name: str) -> None:
     path = request.getfixturevalue(f"{model_name}_path")
     prompt_ids, generated, vocab = greedy_python(path, PROMPT, N_PREDICT)
     assert len(generated) == N_PREDICT
 
     # llama-simple prints every prompt and generated token as token_to_piece(special=True).
     pieces = b"".join(vocab.token_to_piece(t, special=True) for t in prompt_ids + generated)
-    reference = run_reference_simple(native_build, path, PROMPT, N_PREDICT)
+    reference = run_reference_simple(reference_build, path, PROMPT, N_PREDICT)
     assert pieces.decode("utf-8") + "\n" == reference
 
     _, cpp_ids = run_example(native_build, path, PROMPT, N_PREDICT)

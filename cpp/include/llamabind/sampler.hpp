@@ -123,6 +123,14 @@ private:
     int32_t vocab_limit_ = -1;  // smallest n_vocab seen, to check accepted tokens
     std::vector<llama_token_data> candidates_;  // reused by sample()
     int32_t n_custom_ = 0;
+    // What each logit-bias sampler this chain created adds (llama.h cannot read it back), so
+    // sample() can pick greedily under a bias without a candidate array. Keyed by the sampler.
+    struct BiasTable {
+        const llama_sampler * sampler = nullptr;
+        std::vector<llama_token> tokens;                // distinct, ascending
+        std::vector<std::vector<float>> biases;         // per token, in the order given
+    };
+    std::vector<BiasTable> bias_tables_;
 };
 
 }  // namespace llamabind
