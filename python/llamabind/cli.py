@@ -438,7 +438,10 @@ class _Interrupt:
 
     def __enter__(self) -> _Interrupt:
         self.hit = False
-        if threading.current_thread() is threading.main_thread():
+        # Only on the main thread (Python's rule), and not where SIGINT is ignored (started
+        # with nohup-like settings): that choice is the caller's.
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 

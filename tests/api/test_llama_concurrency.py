@@ -302,6 +302,10 @@ CTRL_C_CHILD = textwrap.dedent(
     import json, os, signal, sys, threading, time
     import llamabind as lb
 
+    # A test runner started in the background (bash `cmd &`) hands its children SIGINT
+    # ignored, and Python then leaves it ignored; a user at a terminal has it delivered.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     path, n_threads = sys.argv[1], int(sys.argv[2])
     llm = lb.Llama(path, n_ctx=4096, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
     tokens = llm.tokenize(("The quick brown fox jumps over the lazy dog. " * 330).encode())[:3000]

@@ -25,6 +25,10 @@ CTRL_C_CHILD = textwrap.dedent(
     import numpy as np
     import llamabind as lb
 
+    # A test runner started in the background (bash `cmd &`) hands its children SIGINT
+    # ignored, and Python then leaves it ignored; a user at a terminal has it delivered.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     model = lb.Model(sys.argv[1])
     n_prompt = int(sys.argv[2])
     toks = model.vocab.tokenize("The quick brown fox jumps over the lazy dog. " * 250)[:n_prompt]

@@ -341,7 +341,11 @@ def test_chat_from_a_pipe(smollm2_path: Path, chat_reference: list[str]) -> None
     assert "Paris" in chat_reference[1] and "Paris" not in chat_reference[2]
 
 
-LAUNCH = ("import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+# Makes the pseudo-terminal the controlling terminal, and SIGINT deliverable again: a test
+# runner started in the background (bash `cmd &`) hands its children SIGINT ignored, which
+# exec keeps and Python then respects; a user's interactive shell does not do that.
+LAUNCH = ("import fcntl, os, signal, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+          "signal.signal(signal.SIGINT, signal.SIG_DFL); "
           "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
