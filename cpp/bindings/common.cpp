@@ -280,6 +280,8 @@ void install_logging() {
 namespace {
 
 std::atomic<bool> g_sigint{false};
+std::atomic<bool> g_shutdown{false};  // set once by begin_shutdown
+std::atomic<int> g_in_native{0};      // threads other than the main one inside a GilRelease
 int g_depth = 0;  // scopes open on the main thread (only touched with the GIL held)
 unsigned long g_main_thread = 0;
 
@@ -341,7 +343,7 @@ InterruptScope::~InterruptScope() {
     }
 }
 
-const std::atomic<bool> * InterruptScope::flag() const noexcept { return installed_ ? &g_sigint : nullptr; }
+const std::atomic<bool> * InterruptScope::flag() const noexcept { return installed_ ? &g_sigint : &g_shutdown; }
 
 bool InterruptScope::interrupted() const noexcept { return installed_ && g_sigint.load(std::memory_order_relaxed); }
 
@@ -351,18 +353,55 @@ void InterruptScope::raise_if_interrupted() const {
     }
 }
 
+namespace {
+
+[[noreturn]] void park() {
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+}
+
+}  // namespace
+
+GilRelease::GilRelease() : state_(PyEval_SaveThread()) {
+    if (PyThread_get_thread_ident() == g_main_thread) {
+        return;
+    }
+    // Announce first, then look: begin_shutdown raises the flag first, then looks at the
+    // count, so one of the two always sees the other (sequentially consistent atomics).
+    g_in_native.fetch_add(1);
+    counted_ = true;
+    if (g_shutdown.load()) {
+        g_in_native.fetch_sub(1);
+        park();
+    }
+}
+
 GilRelease::~GilRelease() noexcept(false) {
+    if (counted_) {
+        g_in_native.fetch_sub(1);
+        if (g_shutdown.load()) {
+            park();
+        }
+    }
 #if PY_VERSION_HEX >= 0x030D0000
     const bool finalizing = Py_IsFinalizing() != 0;
 #else
     const bool finalizing = _Py_IsFinalizing() != 0;
 #endif
     if (finalizing) {
-        for (;;) {
-            std::this_thread::sleep_for(std::chrono::hours(1));
-        }
+        park();
     }
     PyEval_RestoreThread(state_);
+}
+
+void begin_shutdown() {
+    g_shutdown.store(true);
+    py::gil_scoped_release release;  // the main thread: not counted, never parked
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (g_in_native.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 }  // namespace llamabind::bindings

@@ -61,7 +61,8 @@ public:
 
     // True once SIGINT arrived during this scope (safe from any thread).
     bool interrupted() const noexcept;
-    // The flag to hand to Context::decode as its stop flag; null off the main thread.
+    // The flag to hand to Context::decode as its stop flag: Ctrl-C's on the main thread,
+    // the interpreter-exit flag (see begin_shutdown) on any other.
     const std::atomic<bool> * flag() const noexcept;
     // After an abort caused by SIGINT: runs Python's signal handlers (raising
     // KeyboardInterrupt as error_already_set). Call with the GIL held.
@@ -75,14 +76,19 @@ private:
 void install_logging();
 void init_interrupts();
 
-// Releases the GIL for its lifetime, like py::gil_scoped_release, except when it ends
-// during interpreter shutdown: a daemon thread that takes the GIL back then is ended by
-// CPython with pthread_exit, and that forced unwinding cannot pass a destructor (the process
-// aborts with "terminate called without an active exception"). Such a thread is parked
-// instead; the process is exiting anyway.
+// Releases the GIL for its lifetime, like py::gil_scoped_release, with two rules for
+// interpreter exit:
+// - Once exit has begun (see begin_shutdown), a thread other than the main thread that would
+//   enter native code, or that comes back from it, is parked (sleeps until the process ends)
+//   instead: native code must not run while the C runtime's exit handlers tear down
+//   llama.cpp's libraries and backend modules, and the thread has nothing left to return to.
+// - When it ends during finalization: a daemon thread that takes the GIL back then is ended
+//   by CPython with pthread_exit, and that forced unwinding cannot pass a destructor (the
+//   process aborts with "terminate called without an active exception"). Such a thread is
+//   parked as well; the process is exiting anyway.
 class GilRelease {
 public:
-    GilRelease() : state_(PyEval_SaveThread()) {}
+    GilRelease();
     // Not noexcept: a daemon thread that blocks on re-taking the GIL while the interpreter
     // finalizes is ended by Python with pthread_exit, whose forced unwinding must pass through
     // here (and through pybind11, which rethrows it) instead of hitting std::terminate.
@@ -92,7 +98,15 @@ public:
 
 private:
     PyThreadState * state_;
+    bool counted_ = false;  // a thread other than the main one, counted as inside native code
 };
+
+// Registered with atexit at import: from then on native calls on other threads stop at the
+// next abort check (their stop flag is raised) and every such thread parks when it leaves
+// native code; waits (GIL released, at most a few seconds) until none is inside. Python's
+// atexit runs after non-daemon threads have been joined and before the C runtime unloads
+// anything, so what is still running then is a daemon thread.
+void begin_shutdown();
 
 // Runs `fn` with the GIL released inside an InterruptScope and flushes queued log lines
 // afterwards. If the call was aborted by Ctrl-C, Python's signal handlers run and their

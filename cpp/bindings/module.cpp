@@ -10,6 +10,8 @@ PYBIND11_MODULE(_core, m) {
     llamabind::ensure_backend();
     b::install_logging();
     b::init_interrupts();
+    // Daemon threads still inside llama.cpp at exit are stopped before the C runtime unloads it.
+    py::module_::import("atexit").attr("register")(py::cpp_function(&b::begin_shutdown));
     b::init_errors(m);
     b::init_enums(m);
     b::init_backend(m);

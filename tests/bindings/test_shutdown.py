@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,61 @@ def test_shutdown_is_silent_and_clean(name: str, tiny_path: Path) -> None:
     assert proc.returncode == 0, f"{name}: exit status {proc.returncode}\n{proc.stderr[-3000:]}"
     assert proc.stdout.strip().splitlines()[-1:] == ["done"], proc.stdout[-2000:]
     assert proc.stderr == "", f"{name} printed to stderr:\n{proc.stderr[-3000:]}"
+
+
+DAEMON_STOPPED_AT_EXIT = """
+import sys, threading, time
+import llamabind as lb
+model = lb.Model(sys.argv[1])
+ctx = lb.Context(model, n_ctx=4096, n_batch=4096, n_ubatch=512, n_threads=1, n_threads_batch=1)
+toks = (model.vocab.tokenize("The quick brown fox jumps over the lazy dog. ") * 400)[:4000]
+t = time.perf_counter()
+ctx.decode_tokens(toks[:256], pos0=0)
+projected = (time.perf_counter() - t) * len(toks) / 256
+ctx.memory_clear()
+started = threading.Event()
+def work():
+    started.set()
+    ctx.decode_tokens(toks, pos0=0)
+    print("the decode finished", flush=True)  # must not happen: stopped at exit
+threading.Thread(target=work, daemon=True).start()
+started.wait()
+time.sleep(0.2)
+print(f"projected {projected:.3f}", flush=True)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_daemon_thread_inside_a_long_decode_is_stopped_at_exit(smollm2_path: Path) -> None:
+    # A daemon thread still decoding when the interpreter exits is stopped at llama.cpp's next
+    # abort check, before the C runtime's exit handlers unload llama.cpp (in the portable
+    # wheel, its CPU backend module: running code there during exit crashed the process).
+    # The process exits cleanly and long before the decode would have finished.
+    proc = subprocess.Popen([sys.executable, "-c", DAEMON_STOPPED_AT_EXIT, str(smollm2_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip() == "done":
+                break
+        done_at = time.perf_counter()  # the main thread is about to exit
+        rest, err = proc.communicate(timeout=300)
+        exit_s = time.perf_counter() - done_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    assert err == "", err[-3000:]
+    assert lines[-1] == "done" and "the decode finished" not in rest, rest
+    projected = float(lines[-2].split()[1])
+    assert projected > 8.0, f"the decode ({projected:.1f} s) is too short to tell a stop from its end"
+    # Exit waits for the thread to leave llama.cpp: one graph node, not the rest of the decode
+    # (nor the 10 s safety limit of that wait).
+    assert exit_s < 4.0, f"exit took {exit_s:.1f} s; the decode alone needs {projected:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------
