@@ -783,7 +783,16 @@ class Llama:
     # ------------------------------------------------------------------ completions
 
     def _completion_prompt(self, prompt: str | bytes | Sequence[int], suffix: str | None) -> tuple[list[int], str]:
-        """Prompt tokens (FIM-arranged when there is a suffix) and the prompt's text."""
+        """Prompt tokens (FIM-arranged when there is a suffix; BOS alone for an empty prompt)
+        and the prompt's text."""
+        ids, text = self._prompt_ids(prompt, suffix)
+        if not ids:
+            if self._vocab.bos < 0:
+                raise ValueError("the prompt is empty and the model has no BOS token to start from")
+            ids = [self._vocab.bos]
+        return ids, text
+
+    def _prompt_ids(self, prompt: str | bytes | Sequence[int], suffix: str | None) -> tuple[list[int], str]:
         if isinstance(prompt, (str, bytes)):
             raw = prompt.encode("utf-8") if isinstance(prompt, str) else prompt
             text = prompt if isinstance(prompt, str) else prompt.decode("utf-8", errors="replace")
@@ -851,17 +860,31 @@ class Llama:
             self.n_tokens = start + len(chunk)
         return records
 
+    def _completion_params(self, logprobs: int | None, **sampling: Any) -> SamplingParams:
+        """Checks the arguments both completion paths share; the SamplingParams for the rest."""
+        if logprobs is not None and logprobs < 0:
+            raise ValueError("logprobs must be >= 0")
+        grammar = sampling.get("grammar")
+        if grammar is not None and not isinstance(grammar, LlamaGrammar):
+            raise TypeError(f"grammar must be a LlamaGrammar, got {type(grammar).__name__}")
+        return self._sampling(**sampling)
+
+    def _token_budget(self, n_prompt: int, max_tokens: int | None) -> int:
+        """How many tokens a completion may generate: max_tokens, or (None / <= 0 / too many)
+        what the context leaves after the prompt. A prompt longer than the context raises."""
+        if n_prompt > self._n_ctx:
+            raise ValueError(f"Requested tokens ({n_prompt}) exceed context window of {self._n_ctx}")
+        budget = self._n_ctx - n_prompt
+        if max_tokens is None or max_tokens <= 0 or max_tokens > budget:
+            return budget
+        return max_tokens
+
     def _generate_chunks(self, prompt_tokens: list[int], prompt_text: str, *, max_tokens: int | None,
                          params: SamplingParams, stop: Sequence[str], logprobs: int | None, echo: bool,
                          stopping_criteria: StoppingCriteriaList | None, cancel: threading.Event) -> Iterator[_Chunk]:
         """The generation loop shared by every completion entry point."""
         ctx = self._context()
-        n_prompt = len(prompt_tokens)
-        if n_prompt > self._n_ctx:
-            raise ValueError(f"Requested tokens ({n_prompt}) exceed context window of {self._n_ctx}")
-        budget = self._n_ctx - n_prompt
-        if max_tokens is None or max_tokens <= 0 or max_tokens > budget:
-            max_tokens = budget
+        max_tokens = self._token_budget(len(prompt_tokens), max_tokens)
         want_logprobs = logprobs is not None
         k = int(logprobs or 0)
         echo_records: list[_TokenRecord] = []
@@ -951,15 +974,12 @@ class Llama:
                            cancel: threading.Event | None = None, _object: str = "text_completion",
                            ) -> Iterator[dict[str, Any]]:
         """Completion chunks from the single-sequence path (n_parallel=1)."""
-        if logprobs is not None and logprobs < 0:
-            raise ValueError("logprobs must be >= 0")
-        if grammar is not None and not isinstance(grammar, LlamaGrammar):
-            raise TypeError(f"grammar must be a LlamaGrammar, got {type(grammar).__name__}")
-        params = self._sampling(temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                                frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                                repeat_penalty=repeat_penalty, top_k=top_k, tfs_z=tfs_z, mirostat_mode=mirostat_mode,
-                                mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logits_processor=logits_processor,
-                                grammar=grammar, logit_bias=logit_bias, seed=seed, sampling=sampling)
+        params = self._completion_params(logprobs, temperature=temperature, top_p=top_p, min_p=min_p,
+                                         typical_p=typical_p, frequency_penalty=frequency_penalty,
+                                         presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k,
+                                         tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+                                         mirostat_eta=mirostat_eta, logits_processor=logits_processor, grammar=grammar,
+                                         logit_bias=logit_bias, seed=seed, sampling=sampling)
         cid = self._completion_id()
         created = int(time.time())
         model_name = model or self.model_path
@@ -967,10 +987,6 @@ class Llama:
         with self._lock:
             self._context()
             prompt_tokens, prompt_text = self._completion_prompt(prompt, suffix)
-            if not prompt_tokens:
-                if self._vocab.bos < 0:
-                    raise ValueError("the prompt is empty and the model has no BOS token to start from")
-                prompt_tokens = [self._vocab.bos]
             self._begin_generation(token)
             try:
                 chunks = self._generate_chunks(prompt_tokens, prompt_text, max_tokens=max_tokens, params=params,
@@ -1000,30 +1016,19 @@ class Llama:
         nothing to generate) and its chunks, produced as the engine delivers tokens."""
         runner = self._runner
         assert runner is not None
-        if logprobs is not None and logprobs < 0:
-            raise ValueError("logprobs must be >= 0")
-        if grammar is not None and not isinstance(grammar, LlamaGrammar):
-            raise TypeError(f"grammar must be a LlamaGrammar, got {type(grammar).__name__}")
+        params = self._completion_params(logprobs, temperature=temperature, top_p=top_p, min_p=min_p,
+                                         typical_p=typical_p, frequency_penalty=frequency_penalty,
+                                         presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k,
+                                         tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
+                                         mirostat_eta=mirostat_eta, logits_processor=logits_processor, grammar=grammar,
+                                         logit_bias=logit_bias, seed=seed, sampling=sampling)
         if echo and logprobs is not None:
             raise ValueError("echo=True with logprobs needs the logits of every prompt token, which "
                              "Llama(n_parallel>1) does not compute; use a Llama with n_parallel=1 for it")
-        params = self._sampling(temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                                frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                                repeat_penalty=repeat_penalty, top_k=top_k, tfs_z=tfs_z, mirostat_mode=mirostat_mode,
-                                mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logits_processor=logits_processor,
-                                grammar=grammar, logit_bias=logit_bias, seed=seed, sampling=sampling)
         self._context()
         prompt_tokens, prompt_text = self._completion_prompt(prompt, suffix)
-        if not prompt_tokens:
-            if self._vocab.bos < 0:
-                raise ValueError("the prompt is empty and the model has no BOS token to start from")
-            prompt_tokens = [self._vocab.bos]
         n_prompt = len(prompt_tokens)
-        if n_prompt > self._n_ctx:
-            raise ValueError(f"Requested tokens ({n_prompt}) exceed context window of {self._n_ctx}")
-        budget = self._n_ctx - n_prompt
-        if max_tokens is None or max_tokens <= 0 or max_tokens > budget:
-            max_tokens = budget
+        max_tokens = self._token_budget(n_prompt, max_tokens)
         cid = self._completion_id()
         created = int(time.time())
         request: EngineRequest | None = None
