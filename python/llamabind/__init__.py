@@ -32,14 +32,9 @@ _preload_cuda_libraries()  # CUDA wheels: NVIDIA's runtime wheels, before _core 
 
 from . import _core, models, types  # noqa: E402
 from ._backends import BackendDescription, BackendInfo, backend_info
-from .llama import (
-    Llama,
-    LlamaState,
-    LogitsProcessorList,
-    MinTokensLogitsProcessor,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from ._processors import LogitsProcessorList, MinTokensLogitsProcessor, StoppingCriteria, StoppingCriteriaList
+from ._state import LlamaState
+from .llama import Llama
 from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache
 from .llama_chat_format import ChatTemplateError
 from .json_schema import json_schema_to_gbnf

@@ -23,7 +23,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .json_schema import json_schema_to_gbnf
+from ._gbnf import GrammarParseError
+from .json_schema._converter import parse_schema_gbnf, schema_gbnf
 from .llama_grammar import LlamaGrammar
 
 
@@ -115,7 +116,8 @@ def plan(tools: list[dict[str, Any]], tool_choice: Any, fmt: ToolFormat = HERMES
         "additionalProperties": False,
     } for f in functions]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
-    call = re.sub(r"(?<![\w-])root(?![\w-])", "tool-call", json_schema_to_gbnf(schema))
+    schema_text = schema_gbnf(schema)  # parsed once, below, inside the whole grammar
+    call = re.sub(r"(?<![\w-])root(?![\w-])", "tool-call", schema_text)
     if fmt.listed:
         more = "" if single else ' ( "," space tool-call )*'
         body = f'{_literal(fmt.open)} "[" tool-call{more} "]"'
@@ -125,7 +127,12 @@ def plan(tools: list[dict[str, Any]], tool_choice: Any, fmt: ToolFormat = HERMES
     else:
         body = '"<|python_tag|>"? tool-call'
     text = f"root ::= {body}\nspace ::= [ \\n]{{0,2}}\n{call}"
-    grammar = LlamaGrammar(text, lazy_patterns=() if forced else (fmt.trigger,))
+    try:
+        grammar = LlamaGrammar(text, lazy_patterns=() if forced else (fmt.trigger,))
+    except GrammarParseError:
+        # Only the schema's part can be at fault: report it as json_schema_to_gbnf does.
+        parse_schema_gbnf(schema_text)
+        raise
     return ToolPlan(grammar, forced, fmt, [f["name"] for f in functions])
 
 

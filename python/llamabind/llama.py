@@ -16,35 +16,26 @@ sequence.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import contextlib
 import fnmatch
 import logging
 import os
-import queue
 import threading
-import time
-import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any, Union, cast
+from typing import Any, Generic, TypeVar, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _core, _tools
-from ._engine import EngineRequest, EngineRunner
+from . import _async, _chat, _completion, _core, _embedding, _generation, _request, _responses, _sequence
 from ._core import (
     DEFAULT_SEED,
     AbortedError,
     AttentionType,
-    Batch,
     ClosedError,
     Context,
-    FinishReason,
     FlashAttnType,
     GGMLType,
     LoraAdapter,
@@ -54,121 +45,43 @@ from ._core import (
     RopeScalingType,
     SplitMode,
 )
-from ._text import StopMatcher, Utf8Stream
-from .llama_grammar import JSON_GBNF, LlamaGrammar
+from ._engine import EngineRunner
+from ._processors import LogitsProcessorList, MinTokensLogitsProcessor, StoppingCriteria, StoppingCriteriaList
+from ._state import LlamaState
+from . import llama_chat_format as _chat_format
+from .llama_grammar import LlamaGrammar
 from .llama_tokenizer import LlamaTokenizer
 from .sampling import LogitsProcessor, SamplingParams
 
 logger = logging.getLogger("llamabind")
 
-StoppingCriteria = Callable[[npt.NDArray[np.intc], npt.NDArray[np.single]], bool]
+
+_T = TypeVar("_T")
 
 
-class LogitsProcessorList(list):  # type: ignore[type-arg]
-    """A list of logits processors f(input_ids, scores) -> scores, applied in order."""
+class _OnSequence(Generic[_T]):
+    """An attribute llama-cpp-python has on Llama that lives on the Llama's SingleSequence."""
 
-    def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
-        for processor in self:
-            scores = processor(input_ids, scores)
-        return scores
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._name = ""
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
 
-class StoppingCriteriaList(list):  # type: ignore[type-arg]
-    """A list of stopping criteria f(input_ids, logits) -> bool; generation stops when any is true."""
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _OnSequence[_T]: ...
+    @overload
+    def __get__(self, obj: Llama, objtype: type | None = None) -> _T: ...
 
-    def __call__(self, input_ids: npt.NDArray[np.intc], logits: npt.NDArray[np.single]) -> bool:
-        return any(criterion(input_ids, logits) for criterion in self)
+    def __get__(self, obj: Llama | None, objtype: type | None = None) -> _T | _OnSequence[_T]:
+        if obj is None:
+            return self
+        value: _T = getattr(obj._seq, self._name)
+        return value
 
-
-class MinTokensLogitsProcessor:
-    """Forbids the end-of-sequence token until `min_tokens` tokens were generated."""
-
-    def __init__(self, min_tokens: int, token_eos: int) -> None:
-        self.min_tokens = min_tokens
-        self.token_eos = token_eos
-        self.prompt_tokens: int | None = None
-
-    def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
-        if self.prompt_tokens is None:
-            self.prompt_tokens = len(input_ids)
-        if len(input_ids) - self.prompt_tokens < self.min_tokens:
-            scores[self.token_eos] = -np.inf
-        return scores
-
-
-class LlamaState:
-    """A snapshot of a Llama's context: tokens, logits kept, and llama.cpp's state bytes."""
-
-    def __init__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single], n_tokens: int,
-                 llama_state: bytes, llama_state_size: int, seed: int) -> None:
-        self.input_ids = input_ids
-        self.scores = scores
-        self.n_tokens = n_tokens
-        self.llama_state = llama_state
-        self.llama_state_size = llama_state_size
-        self.seed = seed
-
-
-@dataclass
-class _TokenRecord:
-    """One generated (or echoed) token as the logprobs output describes it."""
-
-    token: int
-    text: str
-    offset: int
-    logprob: float | None = None
-    top: dict[str, float] | None = None
-    raw_top: list[tuple[int, float]] | None = None
-
-
-@dataclass
-class _Chunk:
-    text: str
-    records: list[_TokenRecord] = field(default_factory=list)
-    finish_reason: str | None = None
-    generated: int = 0  # generated (not echoed) tokens this chunk accounts for
-
-
-class _ChunkMaker:
-    """Turns generated tokens into text chunks for both generation loops (the single
-    sequence and the engine's): UTF-8 pieces reassembled across tokens, stop strings that
-    never leak, logprob records with text offsets counted from the start of the prompt text."""
-
-    def __init__(self, llm: Llama, stop: str | Sequence[str], logprobs: int | None, offset: int) -> None:
-        self._llm = llm
-        self._want_logprobs = logprobs is not None
-        self._k = int(logprobs or 0)
-        self._offset = offset
-        self._utf8 = Utf8Stream()
-        self._stops = StopMatcher([stop] if isinstance(stop, str) else list(stop or []))
-        self._pending: list[_TokenRecord] = []
-
-    def push(self, token: int, row: npt.NDArray[np.single] | None) -> tuple[str, bool]:
-        """Adds a token (with its logits row when logprobs are wanted); returns the text now
-        safe to release and whether a stop string ended it."""
-        piece = self._llm._vocab.token_to_piece(token)
-        record = _TokenRecord(token, piece.decode("utf-8", errors="ignore"), self._offset)
-        if self._want_logprobs and row is not None:
-            lp, top = self._llm._top_logprobs(row, self._k)
-            record.logprob = float(lp[token])
-            record.raw_top = top
-        self._offset += len(record.text)
-        self._pending.append(record)
-        return self._stops.push(self._utf8.push(piece))
-
-    def chunk(self, text: str, finish: str | None = None) -> _Chunk:
-        """A chunk with `text` that accounts for the tokens pushed since the last one."""
-        pending, self._pending = self._pending, []
-        return _Chunk(text, pending, finish, len(pending))
-
-    def tail(self, finish: str) -> _Chunk:
-        """The last chunk: text held back for UTF-8 or a possible stop string."""
-        text, stopped = self._stops.push(self._utf8.flush())
-        if stopped:
-            finish = "stop"
-        else:
-            text += self._stops.flush()
-        return self.chunk(text, finish)
+    def __set__(self, obj: Llama, value: _T) -> None:
+        setattr(obj._seq, self._name, value)
 
 
 def _default_threads() -> int:
@@ -262,8 +175,6 @@ class Llama:
         self._init_kwargs.update(kwargs)
         self._closed = False
         self._lock = threading.RLock()
-        self._active_cancel: threading.Event | None = None
-        self._generating = False
         self._runner: EngineRunner | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.n_parallel = int(n_parallel)
@@ -298,7 +209,6 @@ class Llama:
         self._vocab_obj: _core.Vocab | None = self._model.vocab
         self._n_vocab = self._vocab.n_tokens
         self.tokenizer_ = tokenizer
-        self._seed = seed
         self.last_n_tokens_size = last_n_tokens_size
         self.spm_infill = spm_infill
         self.lora_base = lora_base
@@ -346,20 +256,19 @@ class Llama:
                                                                    thread_name_prefix="llamabind-call")
         self._n_ctx = (self._ctx.n_ctx_seq if self._runner else self._ctx.n_ctx) if self._ctx else \
             (n_ctx or self._model.n_ctx_train)
-        self.input_ids: npt.NDArray[np.intc] = np.zeros(self._n_ctx, dtype=np.intc)
-        self.scores: npt.NDArray[np.single] = (
-            np.zeros((self._n_ctx, self._n_vocab), dtype=np.single) if logits_all else np.zeros((0, self._n_vocab), np.single)
-        )
-        self.n_tokens = 0
-        self.cache: Any = None
+        self._seq = _sequence.SingleSequence(self._ctx, n_ctx=self._n_ctx, n_batch=self.n_batch, n_vocab=self._n_vocab,
+                              logits_all=logits_all, seed=seed)
+        self._completer = _completion.Completer(
+            model=self._model, vocab=lambda: self._vocab, seq=self._seq, runner=self._runner, lock=self._lock,
+            prompts=_completion.PromptBuilder(vocab=lambda: self._vocab, tokenize=self.tokenize, detokenize=self.detokenize,
+                                  spm_infill=spm_infill),
+            model_name=self.model_path, check_open=self._context)
         self.metadata: dict[str, str] = self._model.metadata
         self.chat_format = chat_format
         self.chat_handler = chat_handler
         self._formatter: Any = None
         if verbose:
             logger.info("Llama: loaded %s (%s), n_ctx=%d", self.model_path, self._model.desc, self._n_ctx)
-
-    # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Frees the context and the model. Idempotent; later calls raise ClosedError."""
@@ -390,8 +299,6 @@ class Llama:
             raise ValueError("[Llama] the model was loaded with vocab_only=True; it cannot evaluate tokens")
         return self._ctx
 
-    # ------------------------------------------------------------------ properties
-
     @property
     def _vocab(self) -> _core.Vocab:
         vocab = self._vocab_obj
@@ -411,19 +318,23 @@ class Llama:
             raise ClosedError("[Llama] the model is closed")
         return self._model
 
+    input_ids = _OnSequence[npt.NDArray[np.intc]](
+        "The evaluated tokens of the context, in the first n_tokens entries (n_ctx long).")
+    scores = _OnSequence[npt.NDArray[np.single]](
+        "With logits_all: the logits of every evaluated token, in the first n_tokens rows.")
+    n_tokens = _OnSequence[int]("How many tokens the context holds.")
+    cache = _OnSequence[Any]("The state cache set with set_cache (None without one).")
+
     @property
     def _input_ids(self) -> npt.NDArray[np.intc]:
-        return self.input_ids[: self.n_tokens]
+        return self._seq.tokens
 
     @property
     def _scores(self) -> npt.NDArray[np.single]:
         """Logits kept so far: one row per evaluated token with logits_all, else the last row."""
-        if self._logits_all:
-            return self.scores[: self.n_tokens]
-        ctx = self._context()
-        if ctx.n_outputs == 0:
-            return np.zeros((0, self._n_vocab), np.single)
-        return ctx.logits_ith(-1)[None, :]
+        if not self._logits_all:
+            self._context()
+        return self._seq.last_scores()
 
     @property
     def eval_tokens(self) -> deque[int]:
@@ -459,8 +370,6 @@ class Llama:
         """A LlamaTokenizer bound to this model."""
         return LlamaTokenizer(self)
 
-    # ------------------------------------------------------------------ tokens
-
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
         """Text (bytes or str) to token ids. add_bos adds BOS/EOS as the model asks."""
         if self.tokenizer_ is not None:
@@ -471,8 +380,6 @@ class Llama:
         """Token ids to bytes. With prev_tokens, only the text the tokens add after them."""
         tokenizer = self.tokenizer_ if self.tokenizer_ is not None else LlamaTokenizer(self)
         return bytes(tokenizer.detokenize(tokens, prev_tokens=prev_tokens, special=special))
-
-    # ------------------------------------------------------------------ state
 
     def set_cache(self, cache: Any) -> None:
         """Sets a LlamaRAMCache / LlamaDiskCache (or None): prompts that extend a cached one
@@ -485,7 +392,7 @@ class Llama:
 
     def set_seed(self, seed: int) -> None:
         """The seed used when a call gives none."""
-        self._seed = seed
+        self._seq.seed = seed
 
     def reset(self) -> None:
         """Forgets the evaluated tokens (the KV cache is reused or cleared lazily)."""
@@ -496,35 +403,16 @@ class Llama:
         on the same model)."""
         with self._lock:
             self._check_engine_idle("save_state")
-            ctx = self._context()
-            data = ctx.state_get()
-            scores = self.scores[: self.n_tokens].copy() if self._logits_all else self._scores.copy()
-            return LlamaState(self.input_ids.copy(), scores, self.n_tokens, data, len(data), self._seed)
+            self._context()
+            return self._seq.snapshot()
 
     def load_state(self, state: LlamaState) -> None:
         """Restores a snapshot from save_state. Raises StateError (leaving an empty context)
         when it does not fit this model and context."""
         with self._lock:
             self._check_engine_idle("load_state")
-            ctx = self._context()
-            if state.n_tokens > self._n_ctx:
-                raise ValueError(f"state holds {state.n_tokens} tokens, more than n_ctx={self._n_ctx}")
-            try:
-                ctx.state_set(state.llama_state)
-            except Exception:
-                self.n_tokens = 0
-                raise
-            self.input_ids[: state.n_tokens] = state.input_ids[: state.n_tokens]
-            self.n_tokens = state.n_tokens
-            if self._logits_all and len(state.scores) == state.n_tokens:
-                self.scores[: state.n_tokens] = state.scores
-            self._seed = state.seed
-            if self.n_tokens > 0:
-                # llama.cpp restores the logits, but which rows they belong to is not exposed;
-                # evaluating the last token again makes them addressable (one token's work).
-                last = int(self.input_ids[self.n_tokens - 1])
-                self.n_tokens -= 1
-                self._eval([last])
+            self._context()
+            self._seq.restore(state)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling keeps the constructor arguments (as llama-cpp-python does): unpickling loads
@@ -535,8 +423,6 @@ class Llama:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
-
-    # ------------------------------------------------------------------ evaluation
 
     def _check_engine_idle(self, where: str) -> None:
         """The low-level API (eval, sample, generate, state) works on sequence 0 of the context;
@@ -550,98 +436,19 @@ class Llama:
         """Evaluates tokens after the ones already evaluated, in chunks of n_batch."""
         with self._lock:
             self._check_engine_idle("eval")
-            self._eval(list(tokens))
-
-    def _eval(self, tokens: list[int], *, cancel: threading.Event | None = None) -> None:
-        ctx = self._context()
-        if not tokens:
-            return
-        if self.n_tokens + len(tokens) > self._n_ctx:
-            raise ValueError(
-                f"Requested tokens ({self.n_tokens + len(tokens)}) exceed context window of {self._n_ctx}")
-        if ctx.seq_pos_max(0) >= self.n_tokens:
-            # Cells past n_tokens are stale (after reset(), or a rolled-back generation).
-            if not ctx.seq_rm(0, self.n_tokens, -1):
-                ctx.memory_clear()
-                self.n_tokens = 0
-        for start in range(0, len(tokens), self.n_batch):
-            if cancel is not None and cancel.is_set():
-                raise AbortedError("[Llama] generation was cancelled")
-            chunk = tokens[start:start + self.n_batch]
-            ctx.decode_tokens(chunk, pos0=self.n_tokens, all_logits=self._logits_all)
-            self.input_ids[self.n_tokens:self.n_tokens + len(chunk)] = chunk
-            if self._logits_all:
-                self.scores[self.n_tokens:self.n_tokens + len(chunk)] = ctx.logits()
-            self.n_tokens += len(chunk)
-
-    def _prepare(self, tokens: list[int], *, cancel: threading.Event | None = None) -> None:
-        """Makes the context hold exactly `tokens`, evaluating only what is not already there
-        (the longest common prefix with the current tokens, or with a cached state)."""
-        ctx = self._context()
-        if len(tokens) > self._n_ctx:
-            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self._n_ctx}")
-        keep = self.longest_token_prefix(self.input_ids[: self.n_tokens], tokens)
-        if self.cache is not None and keep < len(tokens) - 1:
-            key = tuple(tokens)
-            try:
-                cached_key = self.cache._find_longest_prefix_key(key)
-            except Exception:
-                cached_key = None
-            if cached_key is not None and self.longest_token_prefix(cached_key, tokens) > keep:
-                self.load_state(self.cache[key])
-                keep = self.longest_token_prefix(self.input_ids[: self.n_tokens], tokens)
-        # The last token is always evaluated again so its logits are fresh.
-        keep = min(keep, len(tokens) - 1)
-        if keep < self.n_tokens and not ctx.seq_rm(0, keep, -1):
-            ctx.memory_clear()
-            keep = 0
-        self.n_tokens = keep
-        self._eval(tokens[keep:], cancel=cancel)
-
-    def _begin_generation(self, token: threading.Event | None) -> None:
-        """Marks a generation as running (the lock is already held). A stream left
-        unfinished holds the context; starting another generation on this thread meanwhile
-        would interleave two token sequences in one KV cache, so it is refused."""
-        if self._generating:
-            raise RuntimeError("[Llama] another generation on this Llama is unfinished (an open stream or "
-                               "generator); exhaust or close() it first")
-        self._generating = True
-        self._active_cancel = token
-
-    def _end_generation(self) -> None:
-        self._generating = False
-        self._active_cancel = None
-        if self._ctx is not None and not self._closed:
-            # A cancel noticed between decodes leaves the context's flag set; clear it so the
-            # next call does not abort at once.
-            self._ctx.clear_cancel()
-
-    # ------------------------------------------------------------------ sampling
+            self._context()
+            self._seq.eval(list(tokens))
 
     def _sampling(self, **kw: Any) -> SamplingParams:
-        """SamplingParams from llama-cpp-python style keywords. An explicit `sampling` object
-        replaces the individual sampler keywords (whose defaults cannot be told apart from
-        explicit values); seed, grammar, logits processors and logit bias still apply."""
+        """SamplingParams from llama-cpp-python style keywords, this Llama's seed and penalty
+        window filling in what they leave open."""
         seed = kw.pop("seed", None)
-        given: SamplingParams | None = kw.pop("sampling", None)
-        if "temp" in kw:
-            kw["temperature"] = kw.pop("temp")
-        if given is not None:
-            keep = ("grammar", "logits_processor", "logit_bias")
-            params = given.replace(**{k: kw[k] for k in keep if kw.get(k) is not None})
-        else:
-            params = SamplingParams().replace(**{k: v for k, v in kw.items() if v is not None})
-        if params.seed is None:
-            params = params.replace(seed=seed if seed is not None else self._seed)
-        if params.penalty_last_n == 64 and self.last_n_tokens_size != 64:
-            params = params.replace(penalty_last_n=self.last_n_tokens_size)
-        return params
+        sampling = kw.pop("sampling", None)
+        return _request.sampling_params(kw, seed=seed, sampling=sampling, default_seed=self._seq.seed,
+                               last_n_tokens_size=self.last_n_tokens_size)
 
-    def _chain(self, params: SamplingParams, history: Sequence[int],
-               input_ids: Callable[[], npt.NDArray[np.intc]] | None = None) -> _core.SamplerChain:
-        n = params.penalty_last_n if params.penalty_last_n >= 0 else len(history)
-        return params.build(self._model, list(history)[-n:] if n else [],
-                            input_ids or (lambda: self.input_ids[: self.n_tokens]), n_ctx=self._n_ctx)
+    def _chain(self, params: SamplingParams) -> _core.SamplerChain:
+        return _completion.build_chain(params, self._model, self._seq.tokens.tolist(), self._n_ctx, lambda: self._seq.tokens)
 
     def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                temp: float = 0.8, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
@@ -657,7 +464,7 @@ class Llama:
                                     presence_penalty=presence_penalty, tfs_z=tfs_z, mirostat_mode=mirostat_mode,
                                     mirostat_eta=mirostat_eta, mirostat_tau=mirostat_tau,
                                     logits_processor=logits_processor, grammar=grammar)
-            chain = self._chain(params, self.input_ids[: self.n_tokens].tolist())
+            chain = self._chain(params)
             return chain.sample(ctx, -1 if idx is None else idx)
 
     def generate(self, tokens: Sequence[int], top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
@@ -678,15 +485,15 @@ class Llama:
         cancel = cancel or threading.Event()
         with self._lock:
             self._check_engine_idle("generate")
-            self._begin_generation(cancel)
+            self._seq.begin_generation(cancel)
             try:
                 tokens = list(tokens)
-                if reset:
-                    self._prepare(tokens, cancel=cancel)
-                else:
-                    self._eval(tokens, cancel=cancel)
                 ctx = self._context()
-                chain = self._chain(params, self.input_ids[: self.n_tokens].tolist())
+                if reset:
+                    self._seq.prepare(tokens, cancel=cancel)
+                else:
+                    self._seq.eval(tokens, cancel=cancel)
+                chain = self._chain(params)
                 while True:
                     if cancel is not None and cancel.is_set():
                         raise AbortedError("[Llama] generation was cancelled")
@@ -696,22 +503,15 @@ class Llama:
                         if stopping_criteria(ids, ctx.logits_ith(-1)):
                             return
                     extra = yield token
-                    self._eval([token, *(extra or [])], cancel=cancel)
+                    self._seq.eval([token, *(extra or [])], cancel=cancel)
             finally:
-                self._end_generation()
-
-    # ------------------------------------------------------------------ embeddings
+                self._seq.end_generation()
 
     def create_embedding(self, input: str | list[str], model: str | None = None) -> dict[str, Any]:
         """OpenAI-style embeddings response for one text or a list of texts."""
         texts = [input] if isinstance(input, str) else list(input)
         embeddings, n_tokens = self.embed(texts, return_count=True)
-        return {
-            "object": "list",
-            "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(embeddings)],
-            "model": model or self.model_path,
-            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-        }
+        return _responses.embedding_response(embeddings, n_tokens, model or self.model_path)
 
     def embed(self, input: str | list[str], normalize: bool = False, truncate: bool = True,
               return_count: bool = False) -> Any:
@@ -724,373 +524,20 @@ class Llama:
         texts: list[str] = [input] if isinstance(input, str) else list(input)
         with self._lock:
             ctx = self._context()
-            pooled = ctx.pooling_type != PoolingType.NONE
             # Non-causal models need each decode in one ubatch.
             limit = min(self.n_batch, int(self.context_params["n_ubatch"]), self._n_ctx)
-            tokenized = []
-            for t in texts:
-                ids = self.tokenize(t.encode("utf-8"), add_bos=True)
-                if len(ids) > limit:
-                    if not truncate:
-                        raise ValueError(f"input of {len(ids)} tokens exceeds the batch size {limit}")
-                    ids = ids[:limit]
-                tokenized.append(ids)
-            results: list[Any] = []
-            total = 0
-            n_seq_max = ctx.n_seq_max
-            i = 0
+            tokenized = _embedding.tokenize_inputs(texts, lambda t: self.tokenize(t.encode("utf-8"), add_bos=True), limit,
+                                        truncate)
             try:
-                while i < len(tokenized):
-                    group: list[list[int]] = []
-                    used = 0
-                    while i < len(tokenized) and len(group) < n_seq_max and used + len(tokenized[i]) <= limit:
-                        group.append(tokenized[i])
-                        used += len(tokenized[i])
-                        i += 1
-                    results.extend(self._embed_group(ctx, group, pooled, normalize))
-                    total += used
+                results, total = _embedding.embed_all(ctx, tokenized, limit, normalize)
             finally:
-                ctx.memory_clear()
                 self.n_tokens = 0
         out: Any = results[0] if single else results
         return (out, total) if return_count else out
 
-    def _embed_group(self, ctx: Context, group: list[list[int]], pooled: bool, normalize: bool) -> list[Any]:
-        ctx.memory_clear()
-        n = sum(len(g) for g in group)
-        batch = Batch(max(n, 1), n_seq_max=1)
-        tokens = np.concatenate([np.asarray(g, np.int32) for g in group]) if n else np.zeros(0, np.int32)
-        pos = np.concatenate([np.arange(len(g), dtype=np.int32) for g in group]) if n else tokens
-        seqs = np.concatenate([np.full(len(g), s, np.int32) for s, g in enumerate(group)]) if n else tokens
-        empty = [s for s, g in enumerate(group) if not g]
-        if n:
-            batch.set_tokens(tokens, pos=pos, seq_ids=seqs, logits=True)
-            ctx.decode(batch)
-        out: list[Any] = []
-        if pooled:
-            for s in range(len(group)):
-                v = np.zeros(ctx.n_embd, np.single) if s in empty else ctx.embeddings_seq(s)
-                out.append(_normalized(v).tolist() if normalize else v.tolist())
-        else:
-            rows = ctx.embeddings(copy=True) if n else np.zeros((0, ctx.n_embd), np.single)
-            start = 0
-            for g in group:
-                block = rows[start:start + len(g)]
-                start += len(g)
-                out.append([(_normalized(r) if normalize else r).tolist() for r in block])
-        return out
-
-    # ------------------------------------------------------------------ completions
-
-    def _completion_prompt(self, prompt: str | bytes | Sequence[int], suffix: str | None) -> tuple[list[int], str]:
-        """Prompt tokens (FIM-arranged when there is a suffix; BOS alone for an empty prompt)
-        and the prompt's text."""
-        ids, text = self._prompt_ids(prompt, suffix)
-        if not ids:
-            if self._vocab.bos < 0:
-                raise ValueError("the prompt is empty and the model has no BOS token to start from")
-            ids = [self._vocab.bos]
-        return ids, text
-
-    def _prompt_ids(self, prompt: str | bytes | Sequence[int], suffix: str | None) -> tuple[list[int], str]:
-        if isinstance(prompt, (str, bytes)):
-            raw = prompt.encode("utf-8") if isinstance(prompt, str) else prompt
-            text = prompt if isinstance(prompt, str) else prompt.decode("utf-8", errors="replace")
-            if suffix is None:
-                return (self.tokenize(raw, add_bos=True, special=True) if raw else
-                        ([self._vocab.bos] if self._vocab.add_bos and self._vocab.bos >= 0 else [])), text
-            prefix_ids = self.tokenize(raw, add_bos=False, special=False)
-        else:
-            prefix_ids = [int(t) for t in prompt]
-            text = self.detokenize(prefix_ids).decode("utf-8", errors="replace")
-            if suffix is None:
-                return prefix_ids, text
-        v = self._vocab
-        if min(v.fim_pre, v.fim_suf, v.fim_mid) < 0:
-            raise ValueError("suffix (fill-in-the-middle) needs a model with FIM tokens; this model has none")
-        suffix_ids = self.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
-        head = [v.bos] if v.add_bos and v.bos >= 0 else []
-        if self.spm_infill:
-            ids = head + [v.fim_suf] + suffix_ids + [v.fim_pre] + prefix_ids + [v.fim_mid]
-        else:
-            ids = head + [v.fim_pre] + prefix_ids + [v.fim_suf] + suffix_ids + [v.fim_mid]
-        return ids, text
-
-    def _top_logprobs(self, row: npt.NDArray[np.single], k: int) -> tuple[npt.NDArray[np.single], list[tuple[int, float]]]:
-        logprobs = self.logits_to_logprobs(row)
-        if k <= 0:
-            return logprobs, []
-        k = min(k, len(logprobs))
-        top = np.argpartition(-logprobs, k - 1)[:k]
-        top = top[np.argsort(-logprobs[top], kind="stable")]
-        return logprobs, [(int(t), float(logprobs[t])) for t in top]
-
-    def _piece_text(self, token: int) -> str:
-        return self._vocab.token_to_piece(token).decode("utf-8", errors="ignore")
-
-    def _records(self, tokens: list[int], start_offset: int) -> list[_TokenRecord]:
-        records = []
-        offset = start_offset
-        for t in tokens:
-            text = self._piece_text(t)
-            records.append(_TokenRecord(t, text, offset))
-            offset += len(text)
-        return records
-
-    def _echo_logprobs(self, tokens: list[int], k: int) -> list[_TokenRecord]:
-        """Log-probabilities of each prompt token given the ones before it (the first has
-        none), from a fresh evaluation of the prompt with logits for every position."""
-        ctx = self._context()
-        records = self._records(tokens, 0)
-        ctx.memory_clear()
-        self.n_tokens = 0
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start:start + self.n_batch]
-            ctx.decode_tokens(chunk, pos0=start, all_logits=True)
-            rows = ctx.logits()
-            for j in range(len(chunk)):
-                nxt = start + j + 1
-                if nxt < len(tokens):
-                    logprobs, top = self._top_logprobs(rows[j], k)
-                    records[nxt].logprob = float(logprobs[tokens[nxt]])
-                    records[nxt].raw_top = top
-            self.input_ids[start:start + len(chunk)] = chunk
-            if self._logits_all:
-                self.scores[start:start + len(chunk)] = rows
-            self.n_tokens = start + len(chunk)
-        return records
-
-    def _completion_params(self, logprobs: int | None, **sampling: Any) -> SamplingParams:
-        """Checks the arguments both completion paths share; the SamplingParams for the rest."""
-        if logprobs is not None and logprobs < 0:
-            raise ValueError("logprobs must be >= 0")
-        grammar = sampling.get("grammar")
-        if grammar is not None and not isinstance(grammar, LlamaGrammar):
-            raise TypeError(f"grammar must be a LlamaGrammar, got {type(grammar).__name__}")
-        return self._sampling(**sampling)
-
-    def _token_budget(self, n_prompt: int, max_tokens: int | None) -> int:
-        """How many tokens a completion may generate: max_tokens, or (None / <= 0 / too many)
-        what the context leaves after the prompt. A prompt longer than the context raises."""
-        if n_prompt > self._n_ctx:
-            raise ValueError(f"Requested tokens ({n_prompt}) exceed context window of {self._n_ctx}")
-        budget = self._n_ctx - n_prompt
-        if max_tokens is None or max_tokens <= 0 or max_tokens > budget:
-            return budget
-        return max_tokens
-
-    def _generate_chunks(self, prompt_tokens: list[int], prompt_text: str, *, max_tokens: int | None,
-                         params: SamplingParams, stop: Sequence[str], logprobs: int | None, echo: bool,
-                         stopping_criteria: StoppingCriteriaList | None, cancel: threading.Event) -> Iterator[_Chunk]:
-        """The generation loop shared by every completion entry point."""
-        ctx = self._context()
-        max_tokens = self._token_budget(len(prompt_tokens), max_tokens)
-        want_logprobs = logprobs is not None
-        k = int(logprobs or 0)
-        echo_records: list[_TokenRecord] = []
-        if echo and want_logprobs:
-            echo_records = self._echo_logprobs(prompt_tokens, k)
-        else:
-            self._prepare(prompt_tokens, cancel=cancel)
-            if echo:
-                echo_records = self._records(prompt_tokens, 0)
-        if echo:
-            yield _Chunk(prompt_text, echo_records if want_logprobs else [])
-        # As in llama-cpp-python, offsets count from the start of the prompt text.
-        out = _ChunkMaker(self, stop, logprobs, len(prompt_text))
-        chain = self._chain(params, prompt_tokens)
-        finish = "length"
-        produced = 0
-        while produced < max_tokens:
-            if cancel.is_set():
-                raise AbortedError("[Llama] generation was cancelled")
-            token = chain.sample(ctx, -1)
-            if self._vocab.is_eog(token):
-                finish = "stop"
-                break
-            produced += 1
-            text, stopped = out.push(token, ctx.logits_ith(-1) if want_logprobs else None)
-            if stopped:
-                yield out.chunk(text, "stop")
-                return
-            stop_now = False
-            if stopping_criteria is not None:
-                ids = np.append(self.input_ids[: self.n_tokens], token).astype(np.intc)
-                stop_now = bool(stopping_criteria(ids, ctx.logits_ith(-1)))
-            if produced < max_tokens and not stop_now:
-                self._eval([token], cancel=cancel)
-            if text or stop_now:
-                yield out.chunk(text)
-            if stop_now:
-                finish = "stop"
-                break
-        yield out.tail(finish)
-
-    def _completion_id(self) -> str:
-        return f"cmpl-{uuid.uuid4()}"
-
-    def _logprobs_dict(self, records: list[_TokenRecord], text_len: int, base: int) -> dict[str, Any]:
-        kept = [r for r in records if r.offset - base < text_len or r.offset == base]
-        return {
-            "tokens": [r.text for r in kept],
-            "text_offset": [r.offset for r in kept],
-            "token_logprobs": [r.logprob for r in kept],
-            "top_logprobs": [None if r.raw_top is None else {self._piece_text(t): lp for t, lp in r.raw_top}
-                             for r in kept],
-        }
-
-    def _create_completion(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """Completion chunks (the streamed form of every completion), from the engine when
-        n_parallel > 1 (the request is queued at once), else from the single sequence (when
-        iterated). Arguments as _completion_single."""
-        if self._runner is not None:
-            return self._completion_engine(*args, **kwargs)[1]
-        return self._completion_single(*args, **kwargs)
-
-    def _completion_dicts(self, chunks: Iterator[_Chunk], cid: str, created: int, model_name: str, n_prompt: int,
-                          base: int, logprobs: int | None, _object: str) -> Iterator[dict[str, Any]]:
-        for chunk in chunks:
-            lp = None
-            if logprobs is not None:
-                lp = self._logprobs_dict(chunk.records, len(chunk.text), base) if chunk.records or chunk.text \
-                    else {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
-            base += len(chunk.text)
-            yield {
-                "id": cid, "object": _object, "created": created, "model": model_name,
-                "choices": [{"text": chunk.text, "index": 0, "logprobs": lp, "finish_reason": chunk.finish_reason}],
-                "_n": (n_prompt, chunk.generated),
-            }
-
-    def _completion_single(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
-                           max_tokens: int | None = 16, temperature: float = 0.8, top_p: float = 0.95,
-                           min_p: float = 0.05, typical_p: float = 1.0, logprobs: int | None = None,
-                           echo: bool = False, stop: str | list[str] | None = None, frequency_penalty: float = 0.0,
-                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
-                           stream: bool = False, seed: int | None = None, tfs_z: float = 1.0,
-                           mirostat_mode: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
-                           model: str | None = None, stopping_criteria: StoppingCriteriaList | None = None,
-                           logits_processor: LogitsProcessorList | None = None, grammar: LlamaGrammar | None = None,
-                           logit_bias: dict[int, float] | None = None, sampling: SamplingParams | None = None,
-                           cancel: threading.Event | None = None, _object: str = "text_completion",
-                           ) -> Iterator[dict[str, Any]]:
-        """Completion chunks from the single-sequence path (n_parallel=1)."""
-        params = self._completion_params(logprobs, temperature=temperature, top_p=top_p, min_p=min_p,
-                                         typical_p=typical_p, frequency_penalty=frequency_penalty,
-                                         presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k,
-                                         tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
-                                         mirostat_eta=mirostat_eta, logits_processor=logits_processor, grammar=grammar,
-                                         logit_bias=logit_bias, seed=seed, sampling=sampling)
-        cid = self._completion_id()
-        created = int(time.time())
-        model_name = model or self.model_path
-        token = cancel or threading.Event()
-        with self._lock:
-            self._context()
-            prompt_tokens, prompt_text = self._completion_prompt(prompt, suffix)
-            self._begin_generation(token)
-            try:
-                chunks = self._generate_chunks(prompt_tokens, prompt_text, max_tokens=max_tokens, params=params,
-                                               stop=stop or [], logprobs=logprobs, echo=echo,
-                                               stopping_criteria=stopping_criteria, cancel=token)
-                yield from self._completion_dicts(chunks, cid, created, model_name, len(prompt_tokens),
-                                                  0 if echo else len(prompt_text), logprobs, _object)
-            finally:
-                self._end_generation()
-                if self.cache is not None and self.n_tokens > 0:
-                    with contextlib.suppress(Exception):
-                        self.cache[tuple(self.input_ids[: self.n_tokens].tolist())] = self.save_state()
-
-    def _completion_engine(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
-                           max_tokens: int | None = 16, temperature: float = 0.8, top_p: float = 0.95,
-                           min_p: float = 0.05, typical_p: float = 1.0, logprobs: int | None = None,
-                           echo: bool = False, stop: str | list[str] | None = None, frequency_penalty: float = 0.0,
-                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
-                           stream: bool = False, seed: int | None = None, tfs_z: float = 1.0,
-                           mirostat_mode: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
-                           model: str | None = None, stopping_criteria: StoppingCriteriaList | None = None,
-                           logits_processor: LogitsProcessorList | None = None, grammar: LlamaGrammar | None = None,
-                           logit_bias: dict[int, float] | None = None, sampling: SamplingParams | None = None,
-                           cancel: threading.Event | None = None, _object: str = "text_completion",
-                           ) -> tuple[EngineRequest | None, Iterator[dict[str, Any]]]:
-        """Queues a completion with the engine; returns the request (None when there is
-        nothing to generate) and its chunks, produced as the engine delivers tokens."""
-        runner = self._runner
-        assert runner is not None
-        params = self._completion_params(logprobs, temperature=temperature, top_p=top_p, min_p=min_p,
-                                         typical_p=typical_p, frequency_penalty=frequency_penalty,
-                                         presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k,
-                                         tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
-                                         mirostat_eta=mirostat_eta, logits_processor=logits_processor, grammar=grammar,
-                                         logit_bias=logit_bias, seed=seed, sampling=sampling)
-        if echo and logprobs is not None:
-            raise ValueError("echo=True with logprobs needs the logits of every prompt token, which "
-                             "Llama(n_parallel>1) does not compute; use a Llama with n_parallel=1 for it")
-        self._context()
-        prompt_tokens, prompt_text = self._completion_prompt(prompt, suffix)
-        n_prompt = len(prompt_tokens)
-        max_tokens = self._token_budget(n_prompt, max_tokens)
-        cid = self._completion_id()
-        created = int(time.time())
-        request: EngineRequest | None = None
-        if max_tokens > 0:
-            with self._lock:
-                # Low-level calls (eval, generate, ...) hold the lock and use sequence 0; the
-                # engine may now overwrite it, so they start afresh afterwards.
-                self.n_tokens = 0
-                holder: list[EngineRequest] = []
-
-                def input_ids() -> npt.NDArray[np.intc]:
-                    return np.asarray(holder[0].tokens if holder else prompt_tokens, dtype=np.intc)
-
-                chain = self._chain(params, prompt_tokens, input_ids)
-                request = runner.submit(prompt_tokens, chain, max_tokens=max_tokens,
-                                        return_logits=logprobs is not None or stopping_criteria is not None,
-                                        cancel=cancel)
-                holder.append(request)
-        chunks = self._engine_chunks(request, prompt_tokens, prompt_text, max_tokens=max_tokens, stop=stop or [],
-                                     logprobs=logprobs, echo=echo, stopping_criteria=stopping_criteria)
-        return request, self._completion_dicts(chunks, cid, created, model or self.model_path, n_prompt,
-                                               0 if echo else len(prompt_text), logprobs, _object)
-
-    def _engine_chunks(self, request: EngineRequest | None, prompt_tokens: list[int], prompt_text: str, *,
-                       max_tokens: int, stop: str | Sequence[str], logprobs: int | None, echo: bool,
-                       stopping_criteria: StoppingCriteriaList | None) -> Iterator[_Chunk]:
-        """_generate_chunks for a request the engine runs: the same text, stop, logprobs and
-        stopping-criteria handling over the tokens it delivers."""
-        try:
-            if echo:
-                yield _Chunk(prompt_text, [])
-            out = _ChunkMaker(self, stop, logprobs, len(prompt_text))
-            ids = None  # prompt + generated tokens, for stopping criteria
-            n_ids = len(prompt_tokens)
-            if stopping_criteria is not None:
-                ids = np.empty(n_ids + max_tokens, dtype=np.intc)
-                ids[:n_ids] = prompt_tokens
-            finish = "length"
-            for ev in request.events() if request is not None else ():
-                if ev.finish == FinishReason.STOP:
-                    finish = "stop"
-                    break
-                token = int(ev.token)
-                row = ev.logits
-                text, stopped = out.push(token, row)
-                if stopped:
-                    yield out.chunk(text, "stop")
-                    return
-                stop_now = False
-                if stopping_criteria is not None and ids is not None and row is not None and n_ids < len(ids):
-                    ids[n_ids] = token
-                    n_ids += 1
-                    stop_now = bool(stopping_criteria(ids[:n_ids], row))
-                if text or stop_now:
-                    yield out.chunk(text)
-                if stop_now:
-                    finish = "stop"
-                    break
-            yield out.tail(finish)
-        finally:
-            if request is not None:
-                request.close()
+    def _request(self, arguments: dict[str, Any]) -> _request.CompletionRequest:
+        return _request.CompletionRequest.from_arguments(arguments, default_seed=self._seq.seed,
+                                                last_n_tokens_size=self.last_n_tokens_size)
 
     def create_completion(self, prompt: str | list[int] | list[str] | list[list[int]], suffix: str | None = None,
                           max_tokens: int | None = 16,
@@ -1112,24 +559,18 @@ class Llama:
         for prompt i. With Llama(n_parallel=N) they are generated together, N at a time, in
         shared batches; streamed chunks then come in the order the tokens are made, each with
         its choice's index."""
-        if _is_prompt_list(prompt):
-            call: dict[str, Any] = dict(
-                suffix=suffix, max_tokens=max_tokens, temperature=temperature, top_p=top_p, min_p=min_p,
-                typical_p=typical_p, logprobs=logprobs, echo=echo, stop=stop, frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty, repeat_penalty=repeat_penalty, top_k=top_k, stream=True, seed=seed,
-                tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-                model=model, stopping_criteria=stopping_criteria, logits_processor=logits_processor, grammar=grammar,
-                logit_bias=logit_bias, sampling=sampling, cancel=cancel)
+        arguments = dict(locals())  # the keywords above, as one value
+        del arguments["self"]
+        if _request.is_prompt_list(prompt):
+            template = self._request(arguments | {"prompt": ""})
+            requests = [template.with_prompt(_request.as_prompt(p)) for p in prompt]
             if stream:
-                return self._stream_many(list(prompt), call)
-            return _merge_completions(self._complete_many(list(prompt), call))
-        chunks = self._create_completion(
-            prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo, stop, frequency_penalty,
-            presence_penalty, repeat_penalty, top_k, stream, seed, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta,
-            model, stopping_criteria, logits_processor, grammar, logit_bias, sampling, cancel)
+                return self._completer.stream_many(requests)
+            return _responses.merge_completions(self._completer.complete_many(requests))
+        request = self._request(arguments)
         if stream:
-            return _strip_private(chunks)
-        return _collect_completion(chunks, logprobs is not None)
+            return _responses.strip_private(self._completer.chunks(request))
+        return self._completer.complete(request)
 
     def generate_batch(self, prompts: Sequence[str | Sequence[int]], **kwargs: Any) -> list[dict[str, Any]]:
         """Completes many prompts; returns one completion dict per prompt, in order, as
@@ -1142,66 +583,8 @@ class Llama:
         """
         if kwargs.pop("stream", False):
             raise ValueError("generate_batch returns whole completions; use create_completion(prompts, stream=True)")
-        call = {"stream": True, **kwargs}
-        return self._complete_many([_as_prompt(p) for p in prompts], call)
-
-    def _complete_many(self, prompts: list[Any], call: dict[str, Any]) -> list[dict[str, Any]]:
-        with_logprobs = call.get("logprobs") is not None
-        if self._runner is None:
-            return [_collect_completion(self._create_completion(p, **call), with_logprobs) for p in prompts]
-        started: list[tuple[EngineRequest | None, Iterator[dict[str, Any]]]] = []
-        try:
-            # Everything is queued first, so the engine batches the prompts together.
-            for p in prompts:
-                started.append(self._completion_engine(p, **call))
-            return [_collect_completion(chunks, with_logprobs) for _, chunks in started]
-        finally:
-            for request, _ in started:
-                if request is not None:
-                    request.close()
-
-    def _stream_many(self, prompts: list[Any], call: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        if self._runner is None:
-            for i, p in enumerate(prompts):
-                for chunk in _strip_private(self._create_completion(p, **call)):
-                    chunk["choices"][0]["index"] = i
-                    yield chunk
-            return
-        started = [self._completion_engine(p, **call) for p in prompts]
-        merged: queue.SimpleQueue[tuple[int, dict[str, Any] | BaseException | None]] = queue.SimpleQueue()
-        stop = threading.Event()
-
-        def pump(i: int, chunks: Iterator[dict[str, Any]]) -> None:
-            try:
-                for chunk in chunks:
-                    merged.put((i, chunk))
-                    if stop.is_set():
-                        return
-            except BaseException as exc:  # handed to the consumer
-                merged.put((i, exc))
-            else:
-                merged.put((i, None))
-
-        threads = [threading.Thread(target=pump, args=(i, chunks), daemon=True) for i, (_, chunks) in enumerate(started)]
-        for t in threads:
-            t.start()
-        try:
-            remaining = len(started)
-            while remaining:
-                i, item = merged.get()
-                if item is None:
-                    remaining -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    item.pop("_n", None)
-                    item["choices"][0]["index"] = i
-                    yield item
-        finally:
-            stop.set()
-            for request, _ in started:
-                if request is not None:
-                    request.close()
+        template = self._request({"prompt": "", **kwargs})
+        return self._completer.complete_many([template.with_prompt(_request.as_prompt(p)) for p in prompts])
 
     def __call__(self, prompt: str, suffix: str | None = None, max_tokens: int | None = 16, temperature: float = 0.8,
                  top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0, logprobs: int | None = None,
@@ -1214,18 +597,13 @@ class Llama:
                  logit_bias: dict[int, float] | None = None, *, sampling: SamplingParams | None = None,
                  cancel: threading.Event | None = None) -> Any:
         """Same as create_completion."""
-        return self.create_completion(
-            prompt, suffix, max_tokens, temperature, top_p, min_p, typical_p, logprobs, echo, stop, frequency_penalty,
-            presence_penalty, repeat_penalty, top_k, stream, seed, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta,
-            model, stopping_criteria, logits_processor, grammar, logit_bias, sampling=sampling, cancel=cancel)
-
-    # ------------------------------------------------------------------ chat
+        arguments = dict(locals())
+        del arguments["self"]
+        return self.create_completion(**arguments)
 
     def _chat_formatter(self) -> Any:
         if self._formatter is None:
-            from .llama_chat_format import get_chat_formatter
-
-            self._formatter = get_chat_formatter(self._model, self.chat_format)
+            self._formatter = _chat_format.get_chat_formatter(self._model, self.chat_format)
         return self._formatter
 
     def create_chat_completion(self, messages: list[dict[str, Any]], functions: list[dict[str, Any]] | None = None,
@@ -1244,56 +622,20 @@ class Llama:
         """Chat completion from OpenAI-style messages, formatted with the model's own chat
         template (or chat_format / chat_handler). Returns a chat.completion dict, or with
         stream=True an iterator of chat.completion.chunk dicts."""
+        arguments = dict(locals())  # the keywords above, as one value
+        del arguments["self"]
         if self.chat_handler is not None:
-            return self.chat_handler(
-                llama=self, messages=messages, functions=functions, function_call=function_call, tools=tools,
-                tool_choice=tool_choice, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                typical_p=typical_p, stream=stream, stop=stop, seed=seed, response_format=response_format,
-                max_tokens=max_tokens, presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-                repeat_penalty=repeat_penalty, tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau,
-                mirostat_eta=mirostat_eta, model=model, logits_processor=logits_processor, grammar=grammar,
-                logit_bias=logit_bias, logprobs=logprobs, top_logprobs=top_logprobs)
-        tools, tool_choice, legacy = _tools.normalize(tools, tool_choice, functions, function_call)
-        template_format = _tools.detect_format(self._template_source())
-        tool_format = template_format or _tools.HERMES
-        tool_plan = (_tools.plan(tools, tool_choice, tool_format)
-                     if grammar is None and response_format is None else None)
-        messages = _tools.prepare_messages(messages, renders_tools=template_format is not None)
-        if tool_plan is not None and template_format is None:
-            messages = _tools.with_system_prompt(messages, _tools.system_prompt(tools, tool_plan.forced))
-        formatted = self._chat_formatter()(messages=messages, tools=tools or None, tool_choice=tool_choice)
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if formatted.stop:
-            stops += [formatted.stop] if isinstance(formatted.stop, str) else list(formatted.stop)
-        if response_format is not None and grammar is None:
-            grammar = _grammar_for_response_format(response_format)
-        if tool_plan is not None:
-            grammar = tool_plan.grammar
-        prompt_tokens = self._chat_prompt_tokens(formatted.prompt)
-        chunks = self._create_completion(
-            prompt_tokens, None, max_tokens, temperature, top_p, min_p, typical_p,
-            (top_logprobs or 0) if logprobs else None, False, stops, frequency_penalty, presence_penalty,
-            repeat_penalty, top_k, True, seed, tfs_z, mirostat_mode, mirostat_tau, mirostat_eta, model,
-            formatted.stopping_criteria, logits_processor, grammar, logit_bias, sampling, cancel)
-        if tool_plan is not None:
-            response = _chat_with_tools(_chat_collect(chunks, bool(logprobs)), tool_plan.format, legacy)
-            return _chat_response_as_stream(response) if stream else response
-        if stream:
-            return _chat_stream(chunks, bool(logprobs))
-        return _chat_collect(chunks, bool(logprobs))
+            del arguments["sampling"], arguments["cancel"]
+            return self.chat_handler(llama=self, **arguments)
+        plan = _chat.plan_chat(arguments, formatter=self._chat_formatter(), template=self._template_source(),
+                         vocab=self._vocab, make_request=self._request)
+        return _chat.chat_response(plan, self._completer.chunks(plan.request), stream)
 
     def _template_source(self) -> str | None:
         if self.chat_format is not None:
             return None
         template: str | None = self._model.chat_template()
         return template
-
-    def _chat_prompt_tokens(self, prompt: str) -> list[int]:
-        """Chat prompts carry their special tokens as text; BOS is added only if the
-        template did not already write it."""
-        bos = self._vocab.bos
-        starts_with_bos = bos >= 0 and prompt.startswith(self._vocab.text(bos))
-        return self._vocab.tokenize(prompt, add_special=not starts_with_bos, parse_special=True)
 
     def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any) -> Any:
         """create_chat_completion returning the `openai` package's types."""
@@ -1307,8 +649,6 @@ class Llama:
             return (ChatCompletionChunk(**chunk) for chunk in result)
         return ChatCompletion(**result)
 
-    # ------------------------------------------------------------------ async and cancellation
-
     def cancel(self) -> None:
         """Stops the running generation (from any thread): the call raises AbortedError, or
         the stream ends with it. A prompt evaluation in progress stops mid-batch. The object
@@ -1318,19 +658,16 @@ class Llama:
             # Every request of the engine ends at its next step.
             self._runner.cancel_all()
             return
-        token = self._active_cancel
-        if token is not None:
-            token.set()
-            if self._ctx is not None and not self._closed:
-                self._ctx.cancel()
+        if not self._closed:
+            self._seq.cancel()
 
     def _cancel_call(self, token: threading.Event) -> None:
         """Stops the call started with this cancel event (an abandoned async call)."""
         token.set()
         if self._runner is not None:
             self._runner.cancel_matching(token)
-        elif self._active_cancel is token:
-            self.cancel()
+        elif not self._closed:
+            self._seq.cancel_if(token)
 
     async def acreate_completion(self, *args: Any, **kwargs: Any) -> Any:
         """create_completion without blocking the event loop. With stream=True returns an
@@ -1344,36 +681,18 @@ class Llama:
 
     async def acreate_embedding(self, *args: Any, **kwargs: Any) -> Any:
         """create_embedding without blocking the event loop."""
-        return await _run_in_thread(lambda: self.create_embedding(*args, **kwargs), None, self)
+        return await _async.run_in_thread(lambda: self.create_embedding(*args, **kwargs), None, self._executor,
+                                   self._cancel_call)
 
     async def _async_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         token = kwargs.pop("cancel", None) or threading.Event()
         kwargs["cancel"] = token
         if kwargs.get("stream"):
-            return _AsyncStream(lambda: fn(*args, **kwargs), token, self)
-        return await _run_in_thread(lambda: fn(*args, **kwargs), token, self)
+            return _async.AsyncStream(lambda: fn(*args, **kwargs), token, self._executor, self._cancel_call)
+        return await _async.run_in_thread(lambda: fn(*args, **kwargs), token, self._executor, self._cancel_call)
 
-    # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def logits_to_logprobs(logits: npt.NDArray[np.single] | list[float], axis: int = -1) -> npt.NDArray[np.single]:
-        """log_softmax of logits, computed stably."""
-        x = np.asarray(logits, dtype=np.single)
-        shifted = x - np.max(x, axis=axis, keepdims=True)
-        with np.errstate(divide="ignore"):
-            return cast(npt.NDArray[np.single],
-                        shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True)))
-
-    @staticmethod
-    def longest_token_prefix(a: Sequence[int] | npt.NDArray[Any], b: Sequence[int] | npt.NDArray[Any]) -> int:
-        """Length of the longest common prefix of two token sequences."""
-        n = min(len(a), len(b))
-        if n == 0:
-            return 0
-        x = np.asarray(a[:n], dtype=np.int64)
-        y = np.asarray(b[:n], dtype=np.int64)
-        diff = np.flatnonzero(x != y)
-        return int(diff[0]) if len(diff) else n
+    logits_to_logprobs = staticmethod(_generation.logits_to_logprobs)
+    longest_token_prefix = staticmethod(_sequence.longest_token_prefix)
 
     @classmethod
     def from_pretrained(cls, repo_id: str, filename: str | None, additional_files: list[str] | None = None,
@@ -1402,233 +721,6 @@ class Llama:
         if len(matches) > 1:
             raise ValueError(f"{filename!r} matches several files in {repo_id}: {matches}")
         return cls(model_path=str(root / matches[0]), **kwargs)
-
-
-def _is_prompt_list(prompt: Any) -> bool:
-    """Whether create_completion got several prompts (strings or token lists), not one
-    prompt given as token ids."""
-    return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and \
-        all(isinstance(p, (str, bytes, list, tuple, np.ndarray)) for p in prompt)
-
-
-def _as_prompt(prompt: Any) -> Any:
-    if isinstance(prompt, (str, bytes)):
-        return prompt
-    return [int(t) for t in prompt]
-
-
-def _merge_completions(outs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One completion dict with a choice per prompt (choice i for prompt i)."""
-    choices = []
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    for i, out in enumerate(outs):
-        choice = dict(out["choices"][0])
-        choice["index"] = i
-        choices.append(choice)
-        for key in usage:
-            usage[key] += out["usage"][key]
-    first = outs[0]
-    return {"id": first["id"], "object": "text_completion", "created": first["created"], "model": first["model"],
-            "choices": choices, "usage": usage}
-
-
-def _normalized(v: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
-
-
-def _grammar_for_response_format(response_format: Any) -> LlamaGrammar | None:
-    """The grammar a response_format asks for: {"type": "json_object"} (any JSON object),
-    {"type": "json_object", "schema": ...} (llama-cpp-python), {"type": "json_schema",
-    "json_schema": {"schema": ...}} (OpenAI), or a pydantic model class itself."""
-    if isinstance(response_format, type):
-        return LlamaGrammar.from_json_schema(response_format)
-    if not isinstance(response_format, dict):
-        raise TypeError(f"response_format must be a dict or a pydantic model class, got {type(response_format).__name__}")
-    kind = response_format.get("type", "text")
-    if kind == "text":
-        return None
-    schema = response_format.get("schema")
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if schema is None:
-            raise ValueError("response_format type 'json_schema' needs json_schema.schema")
-    elif kind != "json_object":
-        raise ValueError(f"unknown response_format type {kind!r} (text, json_object or json_schema)")
-    if schema is None:
-        return LlamaGrammar(JSON_GBNF)
-    return LlamaGrammar.from_json_schema(schema)
-
-
-def _strip_private(chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for chunk in chunks:
-        chunk.pop("_n", None)
-        yield chunk
-
-
-def _collect_completion(chunks: Iterator[dict[str, Any]], with_logprobs: bool) -> dict[str, Any]:
-    text: list[str] = []
-    lp: dict[str, list[Any]] = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
-    first: dict[str, Any] | None = None
-    finish = None
-    n_prompt = n_completion = 0
-    for chunk in chunks:
-        first = first or chunk
-        n_prompt, n = chunk.pop("_n")
-        n_completion += n
-        choice = chunk["choices"][0]
-        text.append(choice["text"])
-        if with_logprobs and choice["logprobs"]:
-            for key in lp:
-                lp[key].extend(choice["logprobs"][key])
-        finish = choice["finish_reason"] or finish
-    assert first is not None
-    return {
-        "id": first["id"], "object": "text_completion", "created": first["created"], "model": first["model"],
-        "choices": [{"text": "".join(text), "index": 0, "logprobs": lp if with_logprobs else None,
-                     "finish_reason": finish}],
-        "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
-                  "total_tokens": n_prompt + n_completion},
-    }
-
-
-def _chat_logprobs(choice: dict[str, Any]) -> dict[str, Any] | None:
-    lp = choice.get("logprobs")
-    if not lp:
-        return None
-    content = []
-    for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
-        content.append({
-            "token": token, "logprob": logprob, "bytes": list(token.encode("utf-8")),
-            "top_logprobs": [{"token": t, "logprob": p, "bytes": list(t.encode("utf-8"))}
-                             for t, p in (top or {}).items()],
-        })
-    return {"content": content, "refusal": None}
-
-
-def _chat_collect(chunks: Iterator[dict[str, Any]], with_logprobs: bool) -> dict[str, Any]:
-    completion = _collect_completion(chunks, with_logprobs)
-    choice = completion["choices"][0]
-    return {
-        "id": "chat" + completion["id"], "object": "chat.completion", "created": completion["created"],
-        "model": completion["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": choice["text"]},
-                     "logprobs": _chat_logprobs(choice) if with_logprobs else None,
-                     "finish_reason": choice["finish_reason"]}],
-        "usage": completion["usage"],
-    }
-
-
-def _chat_stream(chunks: Iterator[dict[str, Any]], with_logprobs: bool) -> Iterator[dict[str, Any]]:
-    first = True
-    for chunk in _strip_private(chunks):
-        base = {"id": "chat" + chunk["id"], "model": chunk["model"], "object": "chat.completion.chunk",
-                "created": chunk["created"]}
-        choice = chunk["choices"][0]
-        if first:
-            yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None,
-                                        "finish_reason": None}]}
-            first = False
-        if choice["text"] or (with_logprobs and choice["logprobs"] and choice["logprobs"]["tokens"]):
-            yield {**base, "choices": [{"index": 0, "delta": {"content": choice["text"]},
-                                        "logprobs": _chat_logprobs(choice) if with_logprobs else None,
-                                        "finish_reason": None}]}
-        if choice["finish_reason"] is not None:
-            yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
-                                        "finish_reason": choice["finish_reason"]}]}
-
-
-def _chat_with_tools(response: dict[str, Any], fmt: _tools.ToolFormat, legacy: bool) -> dict[str, Any]:
-    """Turns a reply that calls tools into tool_calls (or a legacy function_call)."""
-    choice = response["choices"][0]
-    content, calls = _tools.parse(choice["message"]["content"] or "", fmt)
-    if not calls:
-        return response
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if legacy:
-        message["function_call"] = dict(calls[0]["function"])
-        choice["finish_reason"] = "function_call"
-    else:
-        message["tool_calls"] = calls
-        choice["finish_reason"] = "tool_calls"
-    choice["message"] = message
-    return response
-
-
-def _chat_response_as_stream(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The chunks of a finished chat response (tool calls are parsed from the whole reply)."""
-    base = {k: response[k] for k in ("id", "model", "created")} | {"object": "chat.completion.chunk"}
-    choice = response["choices"][0]
-    message = choice["message"]
-    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None}]}
-    if message.get("content"):
-        yield {**base, "choices": [{"index": 0, "delta": {"content": message["content"]}, "logprobs": None,
-                                    "finish_reason": None}]}
-    for i, call in enumerate(message.get("tool_calls") or []):
-        yield {**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, **call}]}, "logprobs": None,
-                                    "finish_reason": None}]}
-    if message.get("function_call"):
-        yield {**base, "choices": [{"index": 0, "delta": {"function_call": message["function_call"]},
-                                    "logprobs": None, "finish_reason": None}]}
-    yield {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}]}
-
-
-async def _run_in_thread(fn: Callable[[], Any], token: threading.Event | None, llama: Llama) -> Any:
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(llama._executor, fn)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        if token is not None:
-            llama._cancel_call(token)
-        with contextlib.suppress(BaseException):
-            await future
-        raise
-
-
-class _AsyncStream:
-    """An async iterator over a synchronous chunk iterator produced in a worker thread."""
-
-    def __init__(self, make: Callable[[], Iterator[dict[str, Any]]], token: threading.Event, llama: Llama) -> None:
-        self._make = make
-        self._token = token
-        self._llama = llama
-        self._queue: asyncio.Queue[tuple[str, Any]] | None = None
-        self._task: asyncio.Future[Any] | None = None
-
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-        def produce() -> None:
-            try:
-                for chunk in self._make():
-                    loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
-                    if self._token.is_set():
-                        break
-            except BaseException as exc:  # handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-
-        future = loop.run_in_executor(self._llama._executor, produce)
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "chunk":
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    break
-        finally:
-            if not future.done():
-                self._llama._cancel_call(self._token)
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(future)
 
 
 # llama-cpp-python names for the response types.

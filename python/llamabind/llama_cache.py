@@ -31,13 +31,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from .llama import LlamaState
+from . import _state
 
 __all__ = ["BaseLlamaCache", "LlamaCache", "LlamaDiskCache", "LlamaRAMCache"]
 
@@ -93,7 +92,7 @@ class BaseLlamaCache(ABC):
         return None
 
     @abstractmethod
-    def __getitem__(self, key: Sequence[int]) -> LlamaState:
+    def __getitem__(self, key: Sequence[int]) -> _state.LlamaState:
         """The state stored under the key sharing the longest prefix with ``key``;
         ``KeyError`` when no stored key shares a first token with it."""
         raise NotImplementedError
@@ -104,7 +103,7 @@ class BaseLlamaCache(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def __setitem__(self, key: Sequence[int], value: LlamaState) -> None:
+    def __setitem__(self, key: Sequence[int], value: _state.LlamaState) -> None:
         """Store ``value`` under exactly ``key``, replacing any entry with that key."""
         raise NotImplementedError
 
@@ -124,7 +123,7 @@ class LlamaRAMCache(BaseLlamaCache):
     def __init__(self, capacity_bytes: int = (2 << 30)) -> None:
         super().__init__(capacity_bytes)
         # Least recently used first.
-        self.cache_state: OrderedDict[_Key, LlamaState] = OrderedDict()
+        self.cache_state: OrderedDict[_Key, _state.LlamaState] = OrderedDict()
 
     @property
     def cache_size(self) -> int:
@@ -134,7 +133,7 @@ class LlamaRAMCache(BaseLlamaCache):
     def _find_longest_prefix_key(self, key: _Key) -> Optional[_Key]:
         return _longest_prefix_key(self.cache_state.keys(), key)
 
-    def __getitem__(self, key: Sequence[int]) -> LlamaState:
+    def __getitem__(self, key: Sequence[int]) -> _state.LlamaState:
         found = self._find_longest_prefix_key(_as_key(key))
         if found is None:
             raise KeyError("no cached state shares a prefix with the key")
@@ -144,7 +143,7 @@ class LlamaRAMCache(BaseLlamaCache):
     def __contains__(self, key: Sequence[int]) -> bool:
         return self._find_longest_prefix_key(_as_key(key)) is not None
 
-    def __setitem__(self, key: Sequence[int], value: LlamaState) -> None:
+    def __setitem__(self, key: Sequence[int], value: _state.LlamaState) -> None:
         k = _as_key(key)
         self.cache_state.pop(k, None)
         self.cache_state[k] = value
@@ -249,9 +248,7 @@ class LlamaDiskCache(BaseLlamaCache):
     def _find_longest_prefix_key(self, key: _Key) -> Optional[_Key]:
         return _longest_prefix_key(self._index.keys(), key)
 
-    def _load(self, key: _Key, path: Path) -> Optional[LlamaState]:
-        from .llama import LlamaState  # llama imports this module
-
+    def _load(self, key: _Key, path: Path) -> Optional[_state.LlamaState]:
         arrays = _read_npz(
             path,
             ("format_version", "key", "input_ids", "scores", "llama_state",
@@ -274,7 +271,7 @@ class LlamaDiskCache(BaseLlamaCache):
             or llama_state.ndim != 1
         ):
             return None
-        return LlamaState(
+        return _state.LlamaState(
             input_ids=input_ids.astype(np.intc, copy=False),
             scores=scores.astype(np.float32, copy=False),
             n_tokens=int(arrays["n_tokens"]),
@@ -283,7 +280,7 @@ class LlamaDiskCache(BaseLlamaCache):
             seed=int(arrays["seed"]),
         )
 
-    def __getitem__(self, key: Sequence[int]) -> LlamaState:
+    def __getitem__(self, key: Sequence[int]) -> _state.LlamaState:
         k = _as_key(key)
         while True:
             found = self._find_longest_prefix_key(k)
@@ -303,7 +300,7 @@ class LlamaDiskCache(BaseLlamaCache):
     def __contains__(self, key: Sequence[int]) -> bool:
         return self._find_longest_prefix_key(_as_key(key)) is not None
 
-    def __setitem__(self, key: Sequence[int], value: LlamaState) -> None:
+    def __setitem__(self, key: Sequence[int], value: _state.LlamaState) -> None:
         k = _as_key(key)
         input_ids, scores = np.asarray(value.input_ids), np.asarray(value.scores)
         if input_ids.dtype.kind not in "iu" or scores.dtype.kind != "f":

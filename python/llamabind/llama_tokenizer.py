@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .llama import Llama
+from ._core import Model, Vocab
 
 
 class BaseLlamaTokenizer(abc.ABC):
@@ -24,17 +23,27 @@ class BaseLlamaTokenizer(abc.ABC):
 
 
 class LlamaTokenizer(BaseLlamaTokenizer):
-    """The model's own tokenizer, bound to a Llama (what Llama.tokenizer() returns)."""
+    """The model's own tokenizer (what Llama.tokenizer() returns), bound to a Llama, a Model
+    or a Vocab."""
 
-    def __init__(self, llama: Llama) -> None:
+    def __init__(self, llama: Any) -> None:
         self.llama = llama
 
+    def _vocab(self) -> Vocab:
+        source = self.llama
+        if isinstance(source, Vocab):
+            return source
+        if isinstance(source, Model):
+            return source.vocab
+        vocab: Vocab = source._vocab  # a Llama's; ClosedError once it is closed
+        return vocab
+
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
-        return self.llama._vocab.tokenize(text, add_special=add_bos, parse_special=special)  # ClosedError once closed
+        return self._vocab().tokenize(text, add_special=add_bos, parse_special=special)
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
                    special: bool = False) -> bytes:
-        vocab = self.llama._vocab
+        vocab = self._vocab()
         if prev_tokens:
             before = vocab.detokenize(list(prev_tokens), unparse_special=special)
             both = vocab.detokenize(list(prev_tokens) + list(tokens), unparse_special=special)
@@ -50,9 +59,7 @@ class LlamaTokenizer(BaseLlamaTokenizer):
     @classmethod
     def from_ggml_file(cls, path: str) -> LlamaTokenizer:
         """A tokenizer from a GGUF file's vocabulary alone (no weights are loaded)."""
-        from .llama import Llama
-
-        return cls(Llama(model_path=path, vocab_only=True, verbose=False))
+        return cls(Model(path, vocab_only=True))
 
 
 class LlamaHFTokenizer(BaseLlamaTokenizer):

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 import llamabind as lb
-from llamabind.llama_grammar import LlamaGrammar, _compile
+from llamabind._gbnf import compile_rules as _compile
+from llamabind.llama_grammar import LlamaGrammar
 
 
 def llama_cpp_parses(vocab: lb.Vocab, grammar: str, root: str = "root") -> str | None:

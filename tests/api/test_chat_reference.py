@@ -22,7 +22,7 @@ import jinja2
 import pytest
 from transformers.utils import chat_template_utils
 
-import llamabind.llama_chat_format as llama_chat_format
+import llamabind._jinja_sandbox as jinja_sandbox
 from llamabind.llama_chat_format import ChatTemplateError, Jinja2ChatFormatter, render_chat_template
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "extern" / "llama.cpp" / "models" / "templates"
@@ -113,7 +113,7 @@ def frozen_clock() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         # transformers: `from datetime import datetime`; ours: `import datetime`.
         mp.setattr(chat_template_utils, "datetime", _FrozenClock)
-        mp.setattr(llama_chat_format, "datetime", types.SimpleNamespace(datetime=_FrozenClock))
+        mp.setattr(jinja_sandbox, "datetime", types.SimpleNamespace(datetime=_FrozenClock))
         yield
 
 

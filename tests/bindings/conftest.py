@@ -1,4 +1,5 @@
-"""Fixtures of the binding tests: tiny-model contexts (the model itself comes from tests/conftest.py)."""
+"""Fixtures of the binding tests: the tokens of a test text and tiny-model contexts (the model
+itself comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from typing import Any
 import pytest
 
 import llamabind as lb
+from logits_check import TEXT
 from testutil import N_THREADS
+
+
+@pytest.fixture(scope="module")
+def toks(tiny: lb.Model) -> list[int]:
+    ids = tiny.vocab.tokenize(TEXT, add_special=True)
+    assert len(ids) >= 10
+    return ids
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Bad calls get their exact exception type and message, and the object they were made on
 keeps working for valid input afterwards.
 
-The binding-level cases that tests/bindings/test_errors.py and test_mechanics.py already pin
+The binding-level cases that tests/bindings/test_errors.py and test_batch/test_decode/
+test_memory/test_state/test_samplers already pin
 down (decode codes, batch > n_batch, decode token ids, malformed batches, n_seq_max in the
 memory operations, truncated and foreign state bytes) are not repeated here; this file covers
 the rest of the list: token ids in the vocabulary lookups and samplers, sequence ids in the
