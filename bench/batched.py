@@ -250,13 +250,8 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["smollm2", "gemma3"])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-prompt", type=int, default=128)
-    parser.add_argument("--n-gen", type=int, default=64)
+    harness.add_common_arguments(parser, n_prompt=128, n_gen=64)
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--flash-attn", type=int, default=0)
     parser.add_argument("--skip-native-build", action="store_true", help="use build/bench as it is")
     parser.add_argument("--skip-native", action="store_true",
                         help="leave llama-batched-bench out (smoke tests without the native tools)")

@@ -281,15 +281,20 @@ def report(results: dict[str, dict[str, dict[str, float | None]]], meta: dict[st
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_arguments(parser: argparse.ArgumentParser, n_prompt: int, n_gen: int) -> None:
+    """The options of every benchmark script: models, rounds and what each measurement runs."""
     parser.add_argument("--models", nargs="+", default=["smollm2", "gemma3"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-prompt", type=int, default=512)
-    parser.add_argument("--n-gen", type=int, default=128)
-    parser.add_argument("--n-sentences", type=int, default=64)
+    parser.add_argument("--n-prompt", type=int, default=n_prompt)
+    parser.add_argument("--n-gen", type=int, default=n_gen)
     parser.add_argument("--flash-attn", type=int, default=0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser, n_prompt=512, n_gen=128)
+    parser.add_argument("--n-sentences", type=int, default=64)
     parser.add_argument("--no-embed", action="store_true")
     parser.add_argument("--skip-lcp", action="store_true", help="do not compare with llama-cpp-python")
     parser.add_argument("--install-lcp", action="store_true", help="build llama-cpp-python 0.3.36 into build/bench-lcp")

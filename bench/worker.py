@@ -22,6 +22,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 # Random-looking but fixed text: pp/ttft prompts are cut from it to exactly n tokens.
@@ -49,34 +50,37 @@ def rss_now_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def timed_load(load: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """load()'s result, with its load_ms and the resident memory before it (base_rss_mb)."""
+    base = rss_now_mb()
+    t = time.perf_counter()
+    loaded = load()
+    return loaded, {"load_ms": (time.perf_counter() - t) * 1e3, "base_rss_mb": base}
+
+
+def run_llama(llama_class: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """A high-level path (llama, lcp, their -sample, -stream and embed variants) through
+    llama_class: llamabind.Llama or llama_cpp.Llama, which take the same keywords."""
+    llm, load = timed_load(lambda: llama_class(
+        args.model, n_ctx=args.n_prompt + args.n_gen + 64, n_batch=512, n_ubatch=512, n_threads=args.threads,
+        n_threads_batch=args.threads, verbose=False, flash_attn=bool(args.flash_attn),
+        embedding=args.path.endswith("embed")))
+    return high_level(llm, args, sample=args.path.endswith("-sample"), stream=args.path.endswith("-stream")) | load
+
+
 def run_llamabind(args: argparse.Namespace) -> dict[str, Any]:
     import llamabind as lb
 
-    base = rss_now_mb()
-    t = time.perf_counter()
     if args.path == "core":
-        model = lb.Model(args.model)
-        load_ms = (time.perf_counter() - t) * 1e3
-        return core_loop(lb, model, args) | {"load_ms": load_ms, "base_rss_mb": base}
-    llm = lb.Llama(args.model, n_ctx=args.n_prompt + args.n_gen + 64, n_batch=512, n_ubatch=512,
-                   n_threads=args.threads, n_threads_batch=args.threads, verbose=False,
-                   flash_attn=bool(args.flash_attn), embedding=args.path == "embed")
-    load_ms = (time.perf_counter() - t) * 1e3
-    return high_level(llm, args, sample=args.path == "llama-sample", stream=args.path == "llama-stream") | {
-        "load_ms": load_ms, "base_rss_mb": base}
+        model, load = timed_load(lambda: lb.Model(args.model))
+        return core_loop(lb, model, args) | load
+    return run_llama(lb.Llama, args)
 
 
 def run_lcp(args: argparse.Namespace) -> dict[str, Any]:
     import llama_cpp
 
-    base = rss_now_mb()
-    t = time.perf_counter()
-    llm = llama_cpp.Llama(args.model, n_ctx=args.n_prompt + args.n_gen + 64, n_batch=512, n_ubatch=512,
-                          n_threads=args.threads, n_threads_batch=args.threads, verbose=False,
-                          flash_attn=bool(args.flash_attn), embedding=args.path == "lcp-embed")
-    load_ms = (time.perf_counter() - t) * 1e3
-    return high_level(llm, args, sample=args.path == "lcp-sample", stream=args.path == "lcp-stream") | {
-        "load_ms": load_ms, "base_rss_mb": base}
+    return run_llama(llama_cpp.Llama, args)
 
 
 def prompt_of(tokenize: Any, n: int) -> list[int]:

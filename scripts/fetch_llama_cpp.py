@@ -2,9 +2,12 @@
 """Fill ``extern/llama.cpp`` with the pinned llama.cpp source.
 
 llama.cpp is pinned to the copy vendored in the ``llama-cpp-python`` sdist named in
-``scripts/pin.json``. This script downloads that sdist from PyPI with ``pip download``
-(only PyPI is reachable from our machines), checks its sha256, and unpacks nothing but
-``vendor/llama.cpp`` into ``extern/llama.cpp``.
+``scripts/pin.json``. This script downloads that sdist from PyPI (only PyPI is reachable from
+our machines), checks its sha256, and unpacks nothing but ``vendor/llama.cpp`` into
+``extern/llama.cpp``. It needs nothing but the standard library, so the README's first
+command works in a bare virtual environment: the file is fetched from the package index's
+"simple" page (``PIP_INDEX_URL`` or pip's configured index), with ``pip download`` only as
+a fallback.
 
 It is idempotent: a tree that already carries the pin's marker is left alone, and a
 downloaded sdist is kept in the cache directory, so later runs work offline.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html.parser
 import json
 import os
 import shutil
@@ -30,6 +34,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,33 +74,91 @@ def is_current() -> bool:
     return marker.is_file() and marker.read_text() == marker_text()
 
 
-def download(target_dir: Path) -> Path:
-    """Return the verified sdist, downloading it with pip only when the cache lacks it."""
-    target_dir.mkdir(parents=True, exist_ok=True)
-    path = target_dir / sdist_name()
-    if path.is_file() and sha256_of(path) == PIN["sdist_sha256"]:
-        return path
-    if path.exists():
-        path.unlink()
-    spec = f"{PIN['package']}=={PIN['version']}"
+def index_url() -> str:
+    """The package index pip would use: PIP_INDEX_URL, else pip's configured index-url,
+    else PyPI."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        proc = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                              capture_output=True, text=True)
+        url = proc.stdout.strip() if proc.returncode == 0 else ""
+    return (url or "https://pypi.org/simple").rstrip("/")
+
+
+class _Links(html.parser.HTMLParser):
+    """The file links of a PEP 503 "simple" project page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def sdist_url() -> str:
+    """The sdist's URL on the index's project page (the "simple" API every index serves)."""
+    page_url = f"{index_url()}/{PIN['package']}/"
+    with urllib.request.urlopen(page_url, timeout=60) as response:
+        page = response.read().decode("utf-8", errors="replace")
+    links = _Links()
+    links.feed(page)
+    for href in links.hrefs:
+        url = urllib.parse.urljoin(page_url, href)
+        if urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1] == sdist_name():
+            return url.split("#", 1)[0]
+    raise FetchError(f"{page_url} lists no {sdist_name()}")
+
+
+def _download_direct(path: Path) -> None:
+    """Downloads the sdist file itself: no pip, so nothing but the standard library is needed
+    (pip would prepare the sdist's metadata, which needs its build backend)."""
+    url = sdist_url()
+    print(f"[fetch_llama_cpp] downloading {url} ...", flush=True)
+    partial = path.with_suffix(".part")
+    with urllib.request.urlopen(url, timeout=120) as response, partial.open("wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
+    partial.replace(path)
+
+
+def _download_with_pip(path: Path) -> None:
     # --no-build-isolation: pip still prepares the sdist's metadata, and with isolation it
     # would first build the sdist's build requirements (cmake among them) from source.
+    spec = f"{PIN['package']}=={PIN['version']}"
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps",
         "--no-binary", PIN["package"], "--no-build-isolation",
-        "--dest", str(target_dir), spec,
+        "--dest", str(path.parent), spec,
     ]
-    print(f"[fetch_llama_cpp] downloading {spec} from PyPI ...", flush=True)
+    print(f"[fetch_llama_cpp] downloading {spec} with pip ...", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not path.is_file():
         raise FetchError(
             f"`{' '.join(cmd)}` failed (exit {proc.returncode}).\n"
             f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}\n"
             "This needs network access to PyPI once (later runs use the cache in "
-            f"{target_dir}), and scikit-build-core installed for pip's metadata step "
+            f"{path.parent}), and scikit-build-core installed for pip's metadata step "
             "(`pip install scikit-build-core`). Alternatively point the build at your own "
             "llama.cpp checkout with LLAMABIND_LLAMA_CPP_DIR."
         )
+
+
+def download(target_dir: Path) -> Path:
+    """Return the verified sdist, downloading it only when the cache lacks it: straight from
+    the package index, or (if that fails, e.g. behind an index pip alone can reach) with pip."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / sdist_name()
+    if path.is_file() and sha256_of(path) == PIN["sdist_sha256"]:
+        return path
+    if path.exists():
+        path.unlink()
+    try:
+        _download_direct(path)
+    except (OSError, FetchError, ValueError) as exc:
+        print(f"[fetch_llama_cpp] direct download failed ({exc}); trying pip", flush=True)
+        _download_with_pip(path)
     got = sha256_of(path)
     if got != PIN["sdist_sha256"]:
         path.unlink()

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import datetime
 import hashlib
 import json
@@ -65,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,18 @@ def child_failure(res: dict[str, Any], what: str) -> Finding | None:
     if status == "exit":
         return Finding(f"{what}: child exited with code {res['code']}", res.get("stderr", "")[-1500:])
     return None
+
+
+@contextlib.contextmanager
+def cpu_budget(name: str, seconds: float = 5.0) -> Iterator[None]:
+    """Runs the body, a call to `name`: more than `seconds` of CPU time is a Finding, whatever
+    the call did. CPU time, not wall time: a starved (niced) fuzzer must not report slowness."""
+    t0 = time.process_time()
+    try:
+        yield
+    finally:
+        if time.process_time() - t0 > seconds:
+            raise Finding(f"{name} took longer than {seconds:g} s", f"{time.process_time() - t0:.1f} s of CPU")
 
 
 # --------------------------------------------------------------------------- targets
@@ -387,11 +400,10 @@ def grammar_in_child(vocab: Any, text: str, root: str = "root") -> dict[str, Any
     return {"status": "ok"}
 
 
-class GrammarTarget(Target):
-    """The input is GBNF text (UTF-8, invalid bytes replaced)."""
+class GrammarSamplerTarget(Target):
+    """A target whose inputs end up as grammars for llama.cpp's grammar sampler, run in a
+    forked child over the llama SPM vocabulary."""
 
-    name = "grammar"
-    max_len = 4096
     timeout = 60
     child_timeout = 10.0
 
@@ -407,6 +419,22 @@ class GrammarTarget(Target):
             self._vocab = lb.Model(self.vocab_path, vocab_only=True).vocab
         return self._vocab
 
+    def sample_in_child(self, text: str, what: str) -> dict[str, Any]:
+        """grammar_in_child's result for the GBNF `text`; a crash, hang or exit of the child
+        raises a Finding that names `what`."""
+        vocab = self.vocab  # loaded here, once, not in every child
+        res = run_forked(lambda: grammar_in_child(vocab, text), self.child_timeout, as_limit=8 << 30)
+        failure = child_failure(res, what)
+        if failure:
+            raise failure
+        return res
+
+
+class GrammarTarget(GrammarSamplerTarget):
+    """The input is GBNF text (UTF-8, invalid bytes replaced)."""
+
+    name = "grammar"
+
     def seeds(self) -> Iterable[bytes]:
         for g in SEED_GRAMMARS:
             yield g.encode()
@@ -417,20 +445,14 @@ class GrammarTarget(Target):
         from llamabind import GrammarParseError, LlamaGrammar
 
         text = data.decode("utf-8", "replace")
-        t0 = time.process_time()  # CPU time: a starved (niced) fuzzer must not report slowness
-        try:
-            LlamaGrammar.from_string(text, verbose=False, vocab=self.vocab)
-        except GrammarParseError:
-            return
-        except Exception as e:
-            raise Finding(f"LlamaGrammar raised {type(e).__name__}", str(e)[:500]) from None
-        finally:
-            if time.process_time() - t0 > 5.0:
-                raise Finding("LlamaGrammar took longer than 5 s", f"{time.process_time() - t0:.1f} s of CPU")
-        res = run_forked(lambda: grammar_in_child(self.vocab, text), self.child_timeout, as_limit=8 << 30)
-        failure = child_failure(res, "llama.cpp on a grammar LlamaGrammar accepts")
-        if failure:
-            raise failure
+        with cpu_budget("LlamaGrammar"):
+            try:
+                LlamaGrammar.from_string(text, verbose=False, vocab=self.vocab)
+            except GrammarParseError:
+                return
+            except Exception as e:
+                raise Finding(f"LlamaGrammar raised {type(e).__name__}", str(e)[:500]) from None
+        res = self.sample_in_child(text, "llama.cpp on a grammar LlamaGrammar accepts")
         if res["status"] == "rejected":
             reason = re.sub(r"^.*?\] ", "", res["message"]).split("\n")[0]
             raise Finding(f"LlamaGrammar accepts, llama.cpp rejects: {normalize_kind(reason)}", res["message"])
@@ -460,16 +482,10 @@ SEED_SCHEMAS: list[Any] = [
 ]
 
 
-class JsonSchemaTarget(Target):
+class JsonSchemaTarget(GrammarSamplerTarget):
     """The input is JSON text (a schema); non-JSON inputs are skipped."""
 
     name = "json_schema"
-    max_len = 4096
-    timeout = 60
-    child_timeout = 10.0
-
-    def __init__(self) -> None:
-        self.grammar = GrammarTarget()
 
     def seeds(self) -> Iterable[bytes]:
         for s in SEED_SCHEMAS:
@@ -492,22 +508,19 @@ class JsonSchemaTarget(Target):
         except (ValueError, RecursionError):
             return
         for strict in (True, False):
-            t0 = time.process_time()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    gbnf = json_schema_to_gbnf(schema, strict=strict)
-            except GrammarError as e:
-                raise Finding("json_schema_to_gbnf raised GrammarError", str(e)[:500]) from None
-            except (ValueError, TypeError):
-                if not isinstance(schema, (dict, bool)):
-                    return
-                continue
-            except Exception as e:
-                raise Finding(f"json_schema_to_gbnf raised {type(e).__name__}", str(e)[:500]) from None
-            finally:
-                if time.process_time() - t0 > 5.0:
-                    raise Finding("json_schema_to_gbnf took longer than 5 s", f"{time.process_time() - t0:.1f} s of CPU")
+            with cpu_budget("json_schema_to_gbnf"):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        gbnf = json_schema_to_gbnf(schema, strict=strict)
+                except GrammarError as e:
+                    raise Finding("json_schema_to_gbnf raised GrammarError", str(e)[:500]) from None
+                except (ValueError, TypeError):
+                    if not isinstance(schema, (dict, bool)):
+                        return
+                    continue
+                except Exception as e:
+                    raise Finding(f"json_schema_to_gbnf raised {type(e).__name__}", str(e)[:500]) from None
             if not isinstance(schema, (dict, bool)):
                 raise Finding("json_schema_to_gbnf accepted a schema that is not an object or boolean",
                               repr(schema)[:200])
@@ -516,11 +529,7 @@ class JsonSchemaTarget(Target):
             except GrammarParseError as e:
                 raise Finding(f"converter output rejected by LlamaGrammar: {normalize_kind(e.reason)}",
                               f"{e}\n--- schema: {json.dumps(schema)[:1000]}") from None
-            vocab = self.grammar.vocab
-            res = run_forked(lambda: grammar_in_child(vocab, gbnf), self.child_timeout, as_limit=8 << 30)
-            failure = child_failure(res, "llama.cpp on a converted schema")
-            if failure:
-                raise failure
+            res = self.sample_in_child(gbnf, "llama.cpp on a converted schema")
             if res["status"] == "rejected":
                 raise Finding("converter output rejected by llama.cpp", res["message"])
             if res["status"] == "exception":

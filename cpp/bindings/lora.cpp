@@ -24,19 +24,12 @@ A LoRA (or activated LoRA) adapter for one model. Apply it with
         .def_property_readonly("path", &LoraAdapter::path)
         .def_property_readonly(
             "metadata",
-            [](const LoraAdapter & self) {
-                py::dict d;
-                for (const auto & [k, v] : self.metadata()) {
-                    d[to_str(k)] = to_str(v);
-                }
-                return d;
-            },
+            [](const LoraAdapter & self) { return to_dict(self.metadata()); },
             "The adapter's scalar GGUF metadata.")
         .def(
             "meta_val",
             [](const LoraAdapter & self, const std::string & key) -> py::object {
-                auto v = self.meta_val(key);
-                return v ? py::object(to_str(*v)) : py::object(py::none());
+                return to_str_or_none(self.meta_val(key));
             },
             py::arg("key"))
         .def_property_readonly("alora_invocation_tokens", &LoraAdapter::alora_invocation_tokens,

@@ -42,14 +42,6 @@ std::vector<KvOverride> to_kv_overrides(const py::object & obj, const char * whe
     return out;
 }
 
-py::dict to_dict(const std::map<std::string, std::string> & m) {
-    py::dict d;
-    for (const auto & [k, v] : m) {
-        d[to_str(k)] = to_str(v);
-    }
-    return d;
-}
-
 std::shared_ptr<Model> load_model(const py::object & path, int32_t n_gpu_layers, llama_split_mode split_mode,
                                   int32_t main_gpu, const std::optional<std::vector<float>> & tensor_split,
                                   llama_load_mode load_mode, std::optional<bool> use_mmap, std::optional<bool> use_mlock,
@@ -161,15 +153,13 @@ only drops this object's claim: the weights are freed when the last of them is g
         .def(
             "meta_val",
             [](const Model & self, const std::string & key) -> py::object {
-                auto v = self.meta_val(key);
-                return v ? py::object(to_str(*v)) : py::object(py::none());
+                return to_str_or_none(self.meta_val(key));
             },
             py::arg("key"), "One metadata value as str, or None when the key is absent.")
         .def(
             "chat_template",
             [](const Model & self, std::optional<std::string> name) -> py::object {
-                auto t = self.chat_template(name);
-                return t ? py::object(to_str(*t)) : py::object(py::none());
+                return to_str_or_none(self.chat_template(name));
             },
             py::arg("name") = py::none(),
             "The chat template stored in the file (tokenizer.chat_template or tokenizer.chat_template.<name>),\n"

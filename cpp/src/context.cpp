@@ -168,35 +168,12 @@ llama_context * Context::require() const {
 
 llama_context * Context::get() const { return require(); }
 
-std::shared_ptr<llama_context> Context::handle() const {
-    require();
-    return ctx_;
-}
-
-const std::shared_ptr<Model> & Context::model() const {
-    require();
-    return model_;
-}
-
-int32_t Context::n_vocab() const {
-    require();
-    return n_vocab_;
-}
-
-int32_t Context::n_embd() const {
-    require();
-    return n_embd_out_;
-}
-
-bool Context::embeddings_enabled() const {
-    require();
-    return embeddings_;
-}
-
-int32_t Context::n_outputs() const {
-    require();
-    return n_outputs_;
-}
+std::shared_ptr<llama_context> Context::handle() const { return open_member(ctx_); }
+const std::shared_ptr<Model> & Context::model() const { return open_member(model_); }
+int32_t Context::n_vocab() const { return open_member(n_vocab_); }
+int32_t Context::n_embd() const { return open_member(n_embd_out_); }
+bool Context::embeddings_enabled() const { return open_member(embeddings_); }
+int32_t Context::n_outputs() const { return open_member(n_outputs_); }
 
 uint32_t Context::n_ctx() const { return llama_n_ctx(require()); }
 uint32_t Context::n_ctx_seq() const { return llama_n_ctx_seq(require()); }
@@ -437,23 +414,6 @@ int32_t Context::check_output_index(int32_t i, const char * where) const {
     return i;
 }
 
-const float * Context::logits_locked(std::optional<int32_t> row, int32_t & rows) const {
-    llama_context * ctx = require();
-    const float * p = nullptr;
-    if (row) {
-        check_output_index(*row, "Context.logits_ith");
-        p = llama_get_logits_ith(ctx, *row);
-        rows = 1;
-    } else {
-        p = llama_get_logits(ctx);
-        rows = n_outputs_;
-    }
-    if (p == nullptr) {
-        throw OutOfRange(detail::with_reason("[Context.logits] llama.cpp has no logits for this request"));
-    }
-    return p;
-}
-
 namespace {
 
 void require_token_embeddings(llama_context * ctx, bool enabled, const char * where) {
@@ -469,78 +429,88 @@ void require_token_embeddings(llama_context * ctx, bool enabled, const char * wh
 
 }  // namespace
 
-const float * Context::embeddings_locked(std::optional<int32_t> row, int32_t & rows) const {
+struct Context::OutputKind {
+    const char * where;      // names the accessor of all rows in errors
+    const char * ith_where;  // and the accessor of one row
+    const char * missing;    // the error when llama.cpp has no such output
+    bool token_embeddings;   // needs per-token embeddings (require_token_embeddings)
+    float * (*all)(llama_context *);
+    float * (*ith)(llama_context *, int32_t);
+    int32_t Context::*cols;  // floats per row
+};
+
+const Context::OutputKind Context::kLogits{"Context.logits",
+                                           "Context.logits_ith",
+                                           "[Context.logits] llama.cpp has no logits for this request",
+                                           false,
+                                           llama_get_logits,
+                                           llama_get_logits_ith,
+                                           &Context::n_vocab_};
+
+const Context::OutputKind Context::kEmbeddings{"Context.embeddings",
+                                               "Context.embeddings_ith",
+                                               "[Context.embeddings] llama.cpp has no embeddings for this request",
+                                               true,
+                                               llama_get_embeddings,
+                                               llama_get_embeddings_ith,
+                                               &Context::n_embd_out_};
+
+const float * Context::output_locked(const OutputKind & kind, std::optional<int32_t> row, int32_t & rows) const {
     llama_context * ctx = require();
-    require_token_embeddings(ctx, embeddings_, row ? "Context.embeddings_ith" : "Context.embeddings");
+    if (kind.token_embeddings) {
+        require_token_embeddings(ctx, embeddings_, row ? kind.ith_where : kind.where);
+    }
     const float * p = nullptr;
     if (row) {
-        check_output_index(*row, "Context.embeddings_ith");
-        p = llama_get_embeddings_ith(ctx, *row);
+        check_output_index(*row, kind.ith_where);
+        p = kind.ith(ctx, *row);
         rows = 1;
     } else {
-        p = llama_get_embeddings(ctx);
+        p = kind.all(ctx);
         rows = n_outputs_;
     }
     if (p == nullptr) {
-        throw OutOfRange(detail::with_reason("[Context.embeddings] llama.cpp has no embeddings for this request"));
+        throw OutOfRange(detail::with_reason(kind.missing));
     }
     return p;
 }
 
-const float * Context::logits() const {
+const float * Context::output(const OutputKind & kind, std::optional<int32_t> row) const {
     std::lock_guard<std::mutex> lock(mutex_);
     int32_t rows = 0;
-    return logits_locked(std::nullopt, rows);
+    return output_locked(kind, row, rows);
 }
 
-const float * Context::logits_ith(int32_t i) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    int32_t rows = 0;
-    return logits_locked(i, rows);
-}
-
-const float * Context::embeddings() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    int32_t rows = 0;
-    return embeddings_locked(std::nullopt, rows);
-}
-
-const float * Context::embeddings_ith(int32_t i) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    int32_t rows = 0;
-    return embeddings_locked(i, rows);
-}
-
-Context::OutputView Context::logits_view(std::optional<int32_t> row) const {
+Context::OutputView Context::output_view(const OutputKind & kind, std::optional<int32_t> row) const {
     std::lock_guard<std::mutex> lock(mutex_);
     OutputView v;
-    v.data = logits_locked(row, v.rows);
-    v.cols = n_vocab_;
+    v.data = output_locked(kind, row, v.rows);
+    v.cols = this->*kind.cols;
     v.lease = OutputLease(ctx_, leases_);
     return v;
 }
+
+std::vector<float> Context::output_copy(const OutputKind & kind, std::optional<int32_t> row) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    int32_t rows = 0;
+    const float * p = output_locked(kind, row, rows);
+    return std::vector<float>(p, p + static_cast<std::size_t>(rows) * static_cast<std::size_t>(this->*kind.cols));
+}
+
+const float * Context::logits() const { return output(kLogits, std::nullopt); }
+const float * Context::logits_ith(int32_t i) const { return output(kLogits, i); }
+const float * Context::embeddings() const { return output(kEmbeddings, std::nullopt); }
+const float * Context::embeddings_ith(int32_t i) const { return output(kEmbeddings, i); }
+
+Context::OutputView Context::logits_view(std::optional<int32_t> row) const { return output_view(kLogits, row); }
+std::vector<float> Context::logits_copy(std::optional<int32_t> row) const { return output_copy(kLogits, row); }
 
 Context::OutputView Context::embeddings_view(std::optional<int32_t> row) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    OutputView v;
-    v.data = embeddings_locked(row, v.rows);
-    v.cols = n_embd_out_;
-    v.lease = OutputLease(ctx_, leases_);
-    return v;
-}
-
-std::vector<float> Context::logits_copy(std::optional<int32_t> row) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    int32_t rows = 0;
-    const float * p = logits_locked(row, rows);
-    return std::vector<float>(p, p + static_cast<std::size_t>(rows) * static_cast<std::size_t>(n_vocab_));
+    return output_view(kEmbeddings, row);
 }
 
 std::vector<float> Context::embeddings_copy(std::optional<int32_t> row) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    int32_t rows = 0;
-    const float * p = embeddings_locked(row, rows);
-    return std::vector<float>(p, p + static_cast<std::size_t>(rows) * static_cast<std::size_t>(n_embd_out_));
+    return output_copy(kEmbeddings, row);
 }
 
 int32_t Context::n_embd_seq() const {

@@ -667,16 +667,6 @@ void apply_overrides(Header & h, const std::vector<KvOverride> & overrides) {
     }
 }
 
-[[noreturn]] void throw_invalid(const std::string & message, const std::string & path, FileKind kind) {
-    switch (kind) {
-        case FileKind::Adapter: throw AdapterError(message);
-        case FileKind::Quantize: throw QuantizeError(message);
-        case FileKind::State: throw StateError(message);
-        case FileKind::Model: break;
-    }
-    throw ModelLoadError(message, path);
-}
-
 struct FileCloser {
     void operator()(std::FILE * f) const { std::fclose(f); }
 };
@@ -705,11 +695,12 @@ uint32_t check_gguf(const std::string & path, const char * where, FileKind kind,
         return split != nullptr && split->type == T_UINT16 ? static_cast<uint32_t>(split->scalar) : 0;
     } catch (const Invalid & e) {
         const bool overridden = what.overrides != nullptr && !what.overrides->empty();
-        throw_invalid(std::string("[") + where + "] '" + path + "' is not a valid GGUF file" +
-                          (overridden ? " (with the given kv_overrides)" : "") + ": " + e.reason,
-                      path, kind);
+        throw_unusable(kind,
+                       std::string("[") + where + "] '" + path + "' is not a valid GGUF file" +
+                           (overridden ? " (with the given kv_overrides)" : "") + ": " + e.reason,
+                       path);
     } catch (const std::bad_alloc &) {
-        throw_invalid(std::string("[") + where + "] '" + path + "': out of memory while reading its header", path, kind);
+        throw_unusable(kind, std::string("[") + where + "] '" + path + "': out of memory while reading its header", path);
     }
 }
 

@@ -37,39 +37,18 @@ void LoraAdapter::close() noexcept { std::atomic_store(&handle_, std::shared_ptr
 bool LoraAdapter::closed() const noexcept { return !std::atomic_load(&handle_); }
 
 std::shared_ptr<llama_adapter_lora> LoraAdapter::handle() const {
-    auto h = std::atomic_load(&handle_);
-    if (!h) {
-        throw Closed("[LoraAdapter] the adapter is closed");
-    }
-    return h;
+    return detail::open_handle(handle_, "[LoraAdapter] the adapter is closed");
 }
 
 std::map<std::string, std::string> LoraAdapter::metadata() const {
     auto h = handle();
-    std::map<std::string, std::string> out;
-    const int32_t n = llama_adapter_meta_count(h.get());
-    for (int32_t i = 0; i < n; ++i) {
-        std::string key = detail::read_meta_string(
-            [&](char * buf, std::size_t size) { return llama_adapter_meta_key_by_index(h.get(), i, buf, size); });
-        std::string val = detail::read_meta_string(
-            [&](char * buf, std::size_t size) { return llama_adapter_meta_val_str_by_index(h.get(), i, buf, size); });
-        out.emplace(std::move(key), std::move(val));
-    }
-    return out;
+    return detail::read_metadata(h.get(), llama_adapter_meta_count, llama_adapter_meta_key_by_index,
+                                 llama_adapter_meta_val_str_by_index);
 }
 
 std::optional<std::string> LoraAdapter::meta_val(const std::string & key) const {
     auto h = handle();
-    bool found = true;
-    std::string val = detail::read_meta_string([&](char * buf, std::size_t size) {
-        const int32_t n = llama_adapter_meta_val_str(h.get(), key.c_str(), buf, size);
-        found = n >= 0;
-        return n;
-    });
-    if (!found) {
-        return std::nullopt;
-    }
-    return val;
+    return detail::read_meta_val(h.get(), key, llama_adapter_meta_val_str);
 }
 
 std::vector<llama_token> LoraAdapter::alora_invocation_tokens() const {

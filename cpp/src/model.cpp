@@ -92,9 +92,7 @@ void check_no_nul(const std::string & s, const char * where, const char * what) 
     }
 }
 
-namespace {
-
-[[noreturn]] void throw_unusable(FileKind kind, const std::string & message, const std::string & path) {
+void throw_unusable(FileKind kind, const std::string & message, const std::string & path) {
     switch (kind) {
         case FileKind::Adapter: throw AdapterError(message);
         case FileKind::Quantize: throw QuantizeError(message);
@@ -103,8 +101,6 @@ namespace {
     }
     throw ModelLoadError(message, path);
 }
-
-}  // namespace
 
 void check_readable_file(const std::string & path, const char * where, FileKind kind) {
     check_no_nul(path, where, "the path");
@@ -339,13 +335,7 @@ void Model::close() noexcept { std::atomic_store(&handle_, std::shared_ptr<llama
 
 bool Model::closed() const noexcept { return !std::atomic_load(&handle_); }
 
-std::shared_ptr<llama_model> Model::handle() const {
-    auto h = std::atomic_load(&handle_);
-    if (!h) {
-        throw Closed("[Model] the model is closed");
-    }
-    return h;
-}
+std::shared_ptr<llama_model> Model::handle() const { return detail::open_handle(handle_, "[Model] the model is closed"); }
 
 Vocab Model::vocab() const { return Vocab(handle()); }
 
@@ -385,30 +375,13 @@ bool Model::is_diffusion() const { return llama_model_is_diffusion(get()); }
 
 std::map<std::string, std::string> Model::metadata() const {
     auto h = handle();
-    std::map<std::string, std::string> out;
-    const int32_t n = llama_model_meta_count(h.get());
-    for (int32_t i = 0; i < n; ++i) {
-        std::string key = detail::read_meta_string(
-            [&](char * buf, std::size_t size) { return llama_model_meta_key_by_index(h.get(), i, buf, size); });
-        std::string val = detail::read_meta_string(
-            [&](char * buf, std::size_t size) { return llama_model_meta_val_str_by_index(h.get(), i, buf, size); });
-        out.emplace(std::move(key), std::move(val));
-    }
-    return out;
+    return detail::read_metadata(h.get(), llama_model_meta_count, llama_model_meta_key_by_index,
+                                 llama_model_meta_val_str_by_index);
 }
 
 std::optional<std::string> Model::meta_val(const std::string & key) const {
     auto h = handle();
-    bool found = true;
-    std::string val = detail::read_meta_string([&](char * buf, std::size_t size) {
-        const int32_t n = llama_model_meta_val_str(h.get(), key.c_str(), buf, size);
-        found = n >= 0;
-        return n;
-    });
-    if (!found) {
-        return std::nullopt;
-    }
-    return val;
+    return detail::read_meta_val(h.get(), key, llama_model_meta_val_str);
 }
 
 std::optional<std::string> Model::chat_template(const std::optional<std::string> & name) const {

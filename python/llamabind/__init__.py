@@ -31,9 +31,11 @@ from ._runtime import preload_cuda_libraries as _preload_cuda_libraries
 _preload_cuda_libraries()  # CUDA wheels: NVIDIA's runtime wheels, before _core loads the CUDA module
 
 from . import _core, models, types  # noqa: E402
+from .types import *  # noqa: E402,F403  (llama-cpp-python has its OpenAI-style types at the top level too)
 from ._backends import BackendDescription, BackendInfo, backend_info
 from ._processors import LogitsProcessorList, MinTokensLogitsProcessor, StoppingCriteria, StoppingCriteriaList
 from ._state import LlamaState
+from ._stdio import set_verbose, suppress_stdout_stderr
 from .llama import Llama
 from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache
 from .llama_chat_format import ChatTemplateError
@@ -179,12 +181,16 @@ __all__ = [
     "numa_init",
     "quantize",
     "set_native_stderr_logging",
+    "set_verbose",
     "split_path",
     "split_prefix",
     "supports_gpu_offload",
     "supports_mlock",
     "supports_mmap",
     "supports_rpc",
+    "suppress_stdout_stderr",
     "system_info",
     "token_data_dtype",
 ]
+# The OpenAI-style TypedDicts, as llama-cpp-python's top level has them.
+__all__ += types.__all__

@@ -25,7 +25,7 @@ from ._engine_path import check_engine_request, engine_tokens, submit
 from ._generation import Chunk, ChunkMaker, echo_records, sequence_tokens, text_chunks
 from ._request import CompletionRequest, Prompt
 from ._responses import collect_completion, completion_chunks, strip_private
-from ._sequence import SingleSequence
+from ._sequence import Owner, SingleSequence
 from .sampling import SamplingParams
 
 
@@ -109,24 +109,36 @@ class Completer:
         return build_chain(params, self.model, history, seq.n_ctx, input_ids or (lambda: seq.tokens))
 
     def _single(self, request: CompletionRequest) -> Iterator[dict[str, Any]]:
+        """The single sequence's chunks. The Llama's lock is held for one step at a time, never
+        while a chunk is with the consumer, so a stream left unfinished blocks nothing: a new
+        call from the same thread takes the sequence over (the stream, if resumed, evaluates
+        its own tokens again) and one from another thread waits for it to end or be closed."""
         seq = self.seq
         token = request.cancel or threading.Event()
-        with self.lock:
+        with seq.step():
             self.check_open()
             prompt_tokens, prompt_text = self.prompts.tokens(request.prompt, request.suffix)
-            seq.begin_generation(token)
-            try:
-                chunks = self._single_chunks(request, prompt_tokens, prompt_text, token)
-                yield from completion_chunks(chunks, request.model or self.model_name, len(prompt_tokens),
-                                             0 if request.echo else len(prompt_text), request.logprobs)
-            finally:
-                seq.end_generation()
-                if seq.cache is not None and seq.n_tokens > 0:
+            owner = seq.claim(token)
+        chunks = completion_chunks(self._single_chunks(request, owner, prompt_tokens, prompt_text, token),
+                                   request.model or self.model_name, len(prompt_tokens),
+                                   0 if request.echo else len(prompt_text), request.logprobs)
+        try:
+            while True:
+                with seq.step():
+                    item = next(chunks, None)
+                if item is None:
+                    return
+                yield item
+        finally:
+            with seq.step():
+                chunks.close()
+                if seq.owns(owner) and seq.cache is not None and seq.n_tokens > 0:
                     with contextlib.suppress(Exception):
                         seq.cache[tuple(seq.tokens.tolist())] = seq.snapshot()
+                seq.release(owner)
 
-    def _single_chunks(self, request: CompletionRequest, prompt_tokens: list[int], prompt_text: str,
-                       cancel: threading.Event) -> Iterator[Chunk]:
+    def _single_chunks(self, request: CompletionRequest, owner: Owner, prompt_tokens: list[int],
+                       prompt_text: str, cancel: threading.Event) -> Iterator[Chunk]:
         seq = self.seq
         vocab = self.vocab()
         budget = request.budget(len(prompt_tokens), seq.n_ctx)
@@ -137,8 +149,9 @@ class Completer:
             seq.prepare(prompt_tokens, cancel=cancel)
             if request.echo:
                 yield Chunk(prompt_text)
+        seq.keep(owner, prompt_tokens, cancel)
         chain = self._chain(request.params, prompt_tokens)
-        tokens = sequence_tokens(seq, chain, vocab, budget, cancel,
+        tokens = sequence_tokens(seq, owner, chain, vocab, prompt_tokens, budget, cancel,
                                  want_rows=want_logprobs or request.stopping_criteria is not None)
         # As in llama-cpp-python, offsets count from the start of the prompt text.
         maker = ChunkMaker(vocab, request.stop, request.logprobs, len(prompt_text))

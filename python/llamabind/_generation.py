@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from ._core import AbortedError, SamplerChain, Vocab
 from ._processors import StoppingCriteriaList
-from ._sequence import SingleSequence
+from ._sequence import Owner, SingleSequence
 from ._text import StopMatcher, Utf8Stream
 
 Row = npt.NDArray[np.single]
@@ -147,23 +147,29 @@ def text_chunks(tokens: TokenSource, maker: ChunkMaker, prompt_tokens: list[int]
     yield maker.tail(finish)
 
 
-def sequence_tokens(seq: SingleSequence, chain: SamplerChain, vocab: Vocab, budget: int, cancel: threading.Event,
-                    want_rows: bool) -> TokenSource:
+def sequence_tokens(seq: SingleSequence, owner: Owner, chain: SamplerChain, vocab: Vocab, prompt_tokens: list[int],
+                    budget: int, cancel: threading.Event, want_rows: bool) -> TokenSource:
     """The single sequence's token source: sample from the last logits, hand the token over,
-    then evaluate it (unless the budget is spent or the consumer stopped asking)."""
+    then evaluate it (unless the budget is spent or the consumer stopped asking). Whenever the
+    sequence was taken over meanwhile (another stream of this thread), the tokens of this
+    generation are evaluated again first, so it goes on exactly where it was."""
     ctx = seq.ctx
     assert ctx is not None
+    history = list(prompt_tokens)  # what the context holds for this generation
     produced = 0
     while produced < budget:
         if cancel.is_set():
             raise AbortedError("[Llama] generation was cancelled")
+        seq.keep(owner, history, cancel)
         token = chain.sample(ctx, -1)
         if vocab.is_eog(token):
             return "stop"
         produced += 1
         yield token, ctx.logits_ith(-1) if want_rows else None
         if produced < budget:
+            seq.keep(owner, history, cancel)
             seq.eval([token], cancel=cancel)
+            history.append(token)
     return "length"
 
 

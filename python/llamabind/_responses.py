@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from . import _tools
@@ -34,7 +34,7 @@ def _logprobs_dict(records: list[TokenRecord], text_len: int, base: int) -> dict
 
 
 def completion_chunks(chunks: Iterator[Chunk], model: str, n_prompt: int, base: int,
-                      logprobs: int | None) -> Iterator[dict[str, Any]]:
+                      logprobs: int | None) -> Generator[dict[str, Any], None, None]:
     """text_completion chunk dicts (with "_n") for the chunks of one completion; `base` is the
     text offset of the first chunk (0 when the prompt is echoed, else the prompt's length)."""
     cid = completion_id()

@@ -2,20 +2,23 @@
 
 It knows which tokens the KV cache holds (`input_ids[:n_tokens]`), evaluates new ones in
 chunks of n_batch, reuses the longest common prefix with what it already holds (or with a
-state cache), and lets one generation at a time own it. The engine (n_parallel > 1) uses the
+state cache), lets one generation at a time own it, and hands out the seed of each call. The engine (n_parallel > 1) uses the
 same context for its own sequences; Llama keeps the two from running at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ._core import AbortedError, Context
+from ._core import DEFAULT_SEED, AbortedError, Context
 from ._state import LlamaState
 
 
@@ -30,12 +33,23 @@ def longest_token_prefix(a: Sequence[int] | npt.NDArray[Any], b: Sequence[int] |
     return int(diff[0]) if len(diff) else n
 
 
+@dataclass
+class Owner:
+    """A generation (or low-level call) holding the sequence: its thread and cancel event."""
+
+    thread: int
+    cancel: threading.Event | None
+    superseded: bool = False
+
+
 class SingleSequence:
     """The tokens evaluated into sequence 0 of `ctx` (None for a vocab-only model) and the
-    generation that owns it. Callers hold the owning Llama's lock."""
+    generation that owns it. Callers hold the owning Llama's `lock`, which they hold only
+    for a step at a time: a stream releases it between its chunks, and ownership (`claim`,
+    `keep`, `release`) keeps two generations from mixing their tokens in one KV cache."""
 
     def __init__(self, ctx: Context | None, *, n_ctx: int, n_batch: int, n_vocab: int, logits_all: bool,
-                 seed: int) -> None:
+                 seed: int, lock: threading.RLock) -> None:
         self.ctx = ctx
         self.n_ctx = n_ctx
         self.n_batch = n_batch
@@ -46,8 +60,13 @@ class SingleSequence:
         self.n_tokens = 0
         self.seed = seed  # the seed of calls that give none; saved with the state
         self.cache: Any = None
-        self._generating = False
-        self._active_cancel: threading.Event | None = None
+        self._owner: Owner | None = None
+        self._turns = threading.Condition(lock)
+        self._depth = threading.local()  # per thread: how many step() blocks are open
+        self._seed_lock = threading.Lock()
+        # What a prompt that extends a cached state calls to load it (Llama.load_state, so a
+        # subclass or instrumentation sees it, as in llama-cpp-python).
+        self.load_cached: Callable[[LlamaState], None] = self.restore
 
     @property
     def tokens(self) -> npt.NDArray[np.intc]:
@@ -96,7 +115,7 @@ class SingleSequence:
             except Exception:
                 cached_key = None
             if cached_key is not None and longest_token_prefix(cached_key, tokens) > keep:
-                self.restore(self.cache[key])
+                self.load_cached(self.cache[key])
                 keep = longest_token_prefix(self.tokens, tokens)
         # The last token is always evaluated again so its logits are fresh.
         keep = min(keep, len(tokens) - 1)
@@ -160,33 +179,75 @@ class SingleSequence:
             self.n_tokens -= 1
             self.eval([last])
 
-    def begin_generation(self, cancel: threading.Event | None) -> None:
-        """Marks a generation as running. A stream left unfinished holds the context; starting
-        another generation on this thread meanwhile would interleave two token sequences in
-        one KV cache, so it is refused."""
-        if self._generating:
-            raise RuntimeError("[Llama] another generation on this Llama is unfinished (an open stream or "
-                               "generator); exhaust or close() it first")
-        self._generating = True
-        self._active_cancel = cancel
+    @contextlib.contextmanager
+    def step(self) -> Iterator[bool]:
+        """Holds the lock for one step of a generation or one low-level call; yields whether
+        it is this thread's outermost step (a call made from inside a step, e.g. by a logits
+        processor, runs within that step and claims nothing)."""
+        with self._turns:
+            depth = getattr(self._depth, "n", 0) + 1
+            self._depth.n = depth
+            try:
+                yield depth == 1
+            finally:
+                self._depth.n = depth - 1
 
-    def end_generation(self) -> None:
-        self._generating = False
-        self._active_cancel = None
-        if self.ctx is not None and not self.ctx.closed:
-            # A cancel noticed between decodes leaves the context's flag set; clear it so the
-            # next call does not abort at once.
-            self.ctx.clear_cancel()
+    def claim(self, cancel: threading.Event | None) -> Owner:
+        """Makes a new generation (or low-level call) the owner of the sequence; the caller
+        holds the Llama's lock. A generation that another thread started is waited for; one
+        this thread started and left suspended (a stream it stopped reading) is superseded: if
+        it is ever resumed, it evaluates its own tokens again (`keep`) and goes on correctly."""
+        me = threading.get_ident()
+        while self._owner is not None and self._owner.thread != me and not self._owner.superseded:
+            self._turns.wait()
+        if self._owner is not None:
+            self._owner.superseded = True
+        self._owner = Owner(me, cancel)
+        return self._owner
+
+    def keep(self, owner: Owner, history: list[int], cancel: threading.Event | None = None) -> None:
+        """Makes sure the context holds `history` for `owner`, taking the sequence back (and
+        evaluating what another generation replaced) if it was superseded meanwhile."""
+        if self._owner is not owner:
+            if self._owner is not None:
+                self._owner.superseded = True
+            owner.superseded = False
+            self._owner = owner
+            self.prepare(history, cancel=cancel)
+
+    def release(self, owner: Owner) -> None:
+        """Ends `owner`'s hold on the sequence (if it still has it) and wakes waiting threads."""
+        if self._owner is owner:
+            self._owner = None
+            if self.ctx is not None and not self.ctx.closed:
+                # A cancel noticed between decodes leaves the context's flag set; clear it so
+                # the next call does not abort at once.
+                self.ctx.clear_cancel()
+            self._turns.notify_all()
+
+    def owns(self, owner: Owner) -> bool:
+        return self._owner is owner
 
     def cancel(self) -> None:
         """Stops the running generation, also in the middle of a prompt evaluation."""
-        token = self._active_cancel
-        if token is not None:
-            token.set()
+        owner = self._owner
+        if owner is not None and owner.cancel is not None:
+            owner.cancel.set()
             if self.ctx is not None and not self.ctx.closed:
                 self.ctx.cancel()
 
     def cancel_if(self, token: threading.Event) -> None:
         """Stops the running generation if it was started with this cancel event."""
-        if self._active_cancel is token:
+        owner = self._owner
+        if owner is not None and owner.cancel is token:
             self.cancel()
+
+    def next_seed(self, explicit: int | None) -> int:
+        """The seed of a call: `explicit`, or this sequence's seed. Either way the sequence's
+        seed then moves on to one derived from it (as llama-cpp-python's does), so repeated
+        calls sample differently and a run is reproducible from set_seed(); the default seed
+        (random in llama.cpp) and negative seeds stay random."""
+        with self._seed_lock:
+            seed = self.seed if explicit is None else int(explicit)
+            self.seed = seed if seed < 0 or seed == DEFAULT_SEED else random.Random(seed).randint(0, 2**32)
+            return seed

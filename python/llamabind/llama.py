@@ -17,12 +17,13 @@ sequence.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import fnmatch
 import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar, Union, overload
 
@@ -236,13 +237,18 @@ class Llama:
         if swa_full is not None:
             self.context_params["swa_full"] = swa_full
         if embedding:
-            # Many inputs go into one decode as separate sequences sharing the cells.
-            self.context_params.update(n_seq_max=min(64, _core.max_parallel_sequences()), kv_unified=True)
+            # Many inputs go into one decode as separate sequences sharing the cells. llama.cpp
+            # reserves one output row per sequence within the batch's outputs, so there are no
+            # more sequences than the batch has tokens.
+            self.context_params.update(n_seq_max=min(64, _core.max_parallel_sequences(), self.n_batch),
+                                       kv_unified=True)
         if self.n_parallel > 1:
             # n_ctx stays the window of one sequence: each slot gets its own n_ctx cells (its own
-            # KV stream), so one request filling its context never disturbs another.
+            # KV stream), so one request filling its context never disturbs another. A step
+            # decodes a token of every slot, so the batch holds at least one per slot.
             self.context_params.update(n_ctx=(n_ctx or self._model.n_ctx_train) * self.n_parallel,
-                                       n_seq_max=self.n_parallel)
+                                       n_seq_max=self.n_parallel,
+                                       n_batch=max(self.n_batch, self.n_parallel))
         self._ctx: Context | None = None
         self._adapter: LoraAdapter | None = None
         if not vocab_only:
@@ -256,14 +262,19 @@ class Llama:
                                                                    thread_name_prefix="llamabind-call")
         self._n_ctx = (self._ctx.n_ctx_seq if self._runner else self._ctx.n_ctx) if self._ctx else \
             (n_ctx or self._model.n_ctx_train)
-        self._seq = _sequence.SingleSequence(self._ctx, n_ctx=self._n_ctx, n_batch=self.n_batch, n_vocab=self._n_vocab,
-                              logits_all=logits_all, seed=seed)
+        self._seq = _sequence.SingleSequence(self._ctx, n_ctx=self._n_ctx, n_batch=self.n_batch,
+                                             n_vocab=self._n_vocab, logits_all=logits_all, seed=seed, lock=self._lock)
+        # A prompt that extends a cached state loads it through load_state, as llama-cpp-python's does.
+        self._seq.load_cached = lambda state: self.load_state(state)
         self._completer = _completion.Completer(
             model=self._model, vocab=lambda: self._vocab, seq=self._seq, runner=self._runner, lock=self._lock,
             prompts=_completion.PromptBuilder(vocab=lambda: self._vocab, tokenize=self.tokenize, detokenize=self.detokenize,
                                   spm_infill=spm_infill),
             model_name=self.model_path, check_open=self._context)
         self.metadata: dict[str, str] = self._model.metadata
+        # llama-cpp-python's names; its own tests read them.
+        self._is_recurrent = self._model.is_recurrent
+        self._is_hybrid = self._model.is_hybrid
         self.chat_format = chat_format
         self.chat_handler = chat_handler
         self._formatter: Any = None
@@ -396,21 +407,20 @@ class Llama:
 
     def reset(self) -> None:
         """Forgets the evaluated tokens (the KV cache is reused or cleared lazily)."""
-        self.n_tokens = 0
+        with self._turn(None):
+            self.n_tokens = 0
 
     def save_state(self) -> LlamaState:
         """A snapshot of the context, restorable with load_state (also into another Llama
         on the same model)."""
-        with self._lock:
-            self._check_engine_idle("save_state")
+        with self._turn("save_state"):
             self._context()
             return self._seq.snapshot()
 
     def load_state(self, state: LlamaState) -> None:
         """Restores a snapshot from save_state. Raises StateError (leaving an empty context)
         when it does not fit this model and context."""
-        with self._lock:
-            self._check_engine_idle("load_state")
+        with self._turn("load_state"):
             self._context()
             self._seq.restore(state)
 
@@ -424,6 +434,21 @@ class Llama:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
 
+    @contextlib.contextmanager
+    def _turn(self, where: str | None) -> Iterator[None]:
+        """One low-level call on the sequence (named `where`, checked against a running engine):
+        it waits for another thread's generation to end and takes over from a stream this
+        thread left unfinished, unless it is made from inside a step of one (a callback)."""
+        with self._seq.step() as outermost:
+            if where is not None:
+                self._check_engine_idle(where)
+            owner = self._seq.claim(None) if outermost else None
+            try:
+                yield
+            finally:
+                if owner is not None:
+                    self._seq.release(owner)
+
     def _check_engine_idle(self, where: str) -> None:
         """The low-level API (eval, sample, generate, state) works on sequence 0 of the context;
         with n_parallel > 1 the engine's requests use it too."""
@@ -434,8 +459,7 @@ class Llama:
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluates tokens after the ones already evaluated, in chunks of n_batch."""
-        with self._lock:
-            self._check_engine_idle("eval")
+        with self._turn("eval"):
             self._context()
             self._seq.eval(list(tokens))
 
@@ -456,8 +480,7 @@ class Llama:
                mirostat_tau: float = 5.0, penalize_nl: bool = True, logits_processor: LogitsProcessorList | None = None,
                grammar: LlamaGrammar | None = None, idx: int | None = None) -> int:
         """Samples one token from the logits of the last evaluation (or batch entry idx)."""
-        with self._lock:
-            self._check_engine_idle("sample")
+        with self._turn("sample"):
             ctx = self._context()
             params = self._sampling(top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p, temp=temp,
                                     repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
@@ -483,29 +506,38 @@ class Llama:
                                 mirostat_eta=mirostat_eta, mirostat_tau=mirostat_tau,
                                 logits_processor=logits_processor, grammar=grammar, seed=seed, sampling=sampling)
         cancel = cancel or threading.Event()
-        with self._lock:
+        seq = self._seq
+        with seq.step():
             self._check_engine_idle("generate")
-            self._seq.begin_generation(cancel)
-            try:
-                tokens = list(tokens)
-                ctx = self._context()
+            ctx = self._context()
+            owner = seq.claim(cancel)
+        try:
+            with seq.step():
                 if reset:
-                    self._seq.prepare(tokens, cancel=cancel)
+                    seq.prepare(list(tokens), cancel=cancel)
                 else:
-                    self._seq.eval(tokens, cancel=cancel)
+                    seq.eval(list(tokens), cancel=cancel)
+                history = seq.tokens.tolist()  # what the context holds for this generator
                 chain = self._chain(params)
-                while True:
-                    if cancel is not None and cancel.is_set():
+            while True:
+                with seq.step():
+                    if cancel.is_set():
                         raise AbortedError("[Llama] generation was cancelled")
+                    seq.keep(owner, history, cancel)
                     token = chain.sample(ctx, -1)
                     if stopping_criteria is not None:
-                        ids = np.append(self.input_ids[: self.n_tokens], token).astype(np.intc)
+                        ids = np.append(seq.tokens, token).astype(np.intc)
                         if stopping_criteria(ids, ctx.logits_ith(-1)):
                             return
-                    extra = yield token
-                    self._seq.eval([token, *(extra or [])], cancel=cancel)
-            finally:
-                self._seq.end_generation()
+                extra = yield token
+                with seq.step():
+                    seq.keep(owner, history, cancel)
+                    added = [token, *(extra or [])]
+                    seq.eval(added, cancel=cancel)
+                    history += added
+        finally:
+            with seq.step():
+                seq.release(owner)
 
     def create_embedding(self, input: str | list[str], model: str | None = None) -> dict[str, Any]:
         """OpenAI-style embeddings response for one text or a list of texts."""
@@ -522,7 +554,7 @@ class Llama:
             raise ValueError("Llama.embed needs a model created with embedding=True")
         single = isinstance(input, str)
         texts: list[str] = [input] if isinstance(input, str) else list(input)
-        with self._lock:
+        with self._turn(None):
             ctx = self._context()
             # Non-causal models need each decode in one ubatch.
             limit = min(self.n_batch, int(self.context_params["n_ubatch"]), self._n_ctx)
@@ -536,8 +568,14 @@ class Llama:
         return (out, total) if return_count else out
 
     def _request(self, arguments: dict[str, Any]) -> _request.CompletionRequest:
-        return _request.CompletionRequest.from_arguments(arguments, default_seed=self._seq.seed,
-                                                last_n_tokens_size=self.last_n_tokens_size)
+        """The request of a completion call's keywords, with the call's seed (which moves this
+        Llama's seed on)."""
+        sampling = arguments.get("sampling")
+        explicit = arguments.get("seed")
+        if explicit is None and sampling is not None:
+            explicit = sampling.seed
+        return _request.CompletionRequest.from_arguments(arguments, default_seed=self._seq.next_seed(explicit),
+                                                         last_n_tokens_size=self.last_n_tokens_size)
 
     def create_completion(self, prompt: str | list[int] | list[str] | list[list[int]], suffix: str | None = None,
                           max_tokens: int | None = 16,

@@ -6,7 +6,16 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
-from ._core import Model, Vocab
+from ._core import Model, Vocab, VocabType
+
+
+def _detokenize(vocab: Vocab, tokens: list[int], special: bool) -> bytes:
+    if vocab.type != VocabType.SPM or not tokens:
+        return vocab.detokenize(tokens, unparse_special=special)
+    # SentencePiece: the pieces as they are (llama.cpp would also drop the leading space of
+    # a first word without BOS), less the space after BOS, as llama-cpp-python gives them.
+    text = b"".join(vocab.token_to_piece(t, 0, special) for t in tokens)
+    return text[1:] if tokens[0] == vocab.bos and text.startswith(b" ") else text
 
 
 class BaseLlamaTokenizer(abc.ABC):
@@ -43,12 +52,15 @@ class LlamaTokenizer(BaseLlamaTokenizer):
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
                    special: bool = False) -> bytes:
+        """Token ids to bytes. With a SentencePiece vocabulary, as in llama-cpp-python, the
+        space before the first word is dropped only after BOS, so detokenize(tokenize(text))
+        gives the text back and tokens of a text's middle keep their leading space."""
         vocab = self._vocab()
         if prev_tokens:
-            before = vocab.detokenize(list(prev_tokens), unparse_special=special)
-            both = vocab.detokenize(list(prev_tokens) + list(tokens), unparse_special=special)
+            before = _detokenize(vocab, list(prev_tokens), special)
+            both = _detokenize(vocab, list(prev_tokens) + list(tokens), special)
             return both[len(before):] if both.startswith(before) else both
-        return vocab.detokenize(list(tokens), unparse_special=special)
+        return _detokenize(vocab, list(tokens), special)
 
     def encode(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
         return self.tokenize(text.encode("utf-8", errors="ignore"), add_bos=add_bos, special=special)

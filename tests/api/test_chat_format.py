@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from llamabind.llama_chat_format import (
     render_chat_template,
     unregister_chat_format,
 )
+from testutil import run_in_threads
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 USER = {"role": "user", "content": "What is 2+2?"}
@@ -269,24 +269,16 @@ def test_concurrent_renders_keep_their_own_limits() -> None:
     source = next(p for p in TEMPLATES if p.stem == "Qwen-Qwen2.5-7B-Instruct").read_text()
     expected = render_chat_template(source, [SYSTEM, USER])
     bomb = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    errors: list[BaseException] = []
 
     def work(index: int) -> None:
-        try:
-            for _ in range(20):
-                if index % 2:
-                    assert render_chat_template(source, [SYSTEM, USER]) == expected
-                else:
-                    with pytest.raises(ChatTemplateError, match="max_iterations"):
-                        render_chat_template(bomb, [], limits=RenderLimits(max_iterations=1000))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for _ in range(20):
+            if index % 2:
+                assert render_chat_template(source, [SYSTEM, USER]) == expected
+            else:
+                with pytest.raises(ChatTemplateError, match="max_iterations"):
+                    render_chat_template(bomb, [], limits=RenderLimits(max_iterations=1000))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(work, 4)
     assert not errors
 
 

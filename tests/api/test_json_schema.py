@@ -5,6 +5,7 @@ pure-Python matcher; what cannot be enforced raises ValueError naming the keywor
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -334,7 +335,6 @@ UNSUPPORTED = [
     ({"type": "object", "patternProperties": {"^x": {"type": "integer"}}}, "patternProperties", "#"),
     ({"type": "object", "dependentSchemas": {"a": {"required": ["b"]}}}, "dependentSchemas", "#"),
     ({"type": "array", "contains": {"type": "integer"}}, "contains", "#"),
-    ({"type": "object", "minProperties": 2}, "minProperties", "#"),
     ({"type": "string", "nullable": True}, "nullable", "#"),
     ({"type": "string", "format": "hostname"}, "format", "#"),
     ({"$defs": {"a": {"type": "array", "items": {"propertyNames": {"maxLength": 2}}}}, "$ref": "#/$defs/a"},
@@ -437,3 +437,152 @@ def test_random_documents_of_the_grammar_validate(case: Case, vocab: lb.Vocab, g
         assert schema_valid(case, text), text
         if i < 3:
             assert llama_cpp_accepts(vocab, grammars[case.id], text), text
+
+
+# ---------------------------------------------------------------------------------------
+# minProperties / maxProperties: exactly the objects jsonschema accepts, among those written in
+# the grammar's member order (declared properties in the schema's order, then extra ones)
+
+INT = {"type": "integer"}
+COUNTED = [
+    ("extra-min", {"type": "object", "minProperties": 2}, ["1", '"s"']),
+    ("extra-max", {"type": "object", "additionalProperties": INT, "maxProperties": 2}, ["1", '"s"']),
+    ("extra-both", {"type": "object", "additionalProperties": True, "minProperties": 1, "maxProperties": 3}, ["1"]),
+    ("extra-exact", {"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 2,
+                     "maxProperties": 2}, ["1", '"s"']),
+    ("declared-both", {"type": "object", "properties": {"a": INT, "b": INT, "c": {"type": "string"}, "d": INT},
+                       "required": ["b"], "additionalProperties": False, "minProperties": 2, "maxProperties": 3},
+     ["1", '"s"']),
+    ("declared-min", {"type": "object", "properties": {"a": INT, "b": INT, "c": INT}, "additionalProperties": False,
+                      "minProperties": 2}, ["1", '"s"']),
+    ("declared-max", {"type": "object", "properties": {"a": INT, "b": INT, "c": INT}, "additionalProperties": False,
+                      "maxProperties": 1}, ["1", '"s"']),
+    ("declared-required-last", {"type": "object", "properties": {"a": INT, "b": INT, "c": INT, "d": INT},
+                                "required": ["d"], "additionalProperties": False, "maxProperties": 2}, ["1"]),
+    ("declared-extra-schema", {"type": "object", "properties": {"a": INT, "b": INT, "c": {"type": "string"}},
+                               "required": ["c"], "additionalProperties": {"type": "string"}, "minProperties": 3,
+                               "maxProperties": 4}, ["1", '"s"']),
+    ("declared-extra-min", {"type": "object", "properties": {"a": INT, "b": INT}, "additionalProperties": True,
+                            "minProperties": 3}, ["1"]),
+    ("declared-exact", {"type": "object", "properties": {"a": INT, "b": INT, "c": INT}, "required": ["a", "c"],
+                        "additionalProperties": True, "minProperties": 3, "maxProperties": 3}, ["1", '"s"']),
+    ("nested", {"type": "object", "properties": {
+        "inner": {"type": "object", "additionalProperties": INT, "minProperties": 1, "maxProperties": 2},
+        "tag": {"type": "string"}}, "additionalProperties": False, "minProperties": 1, "maxProperties": 1},
+     ['"s"', "{}", '{"p": 1}', '{"p": 1, "q": 2}', '{"p": 1, "q": "s"}', '{"p": 1, "q": 2, "r": 3}']),
+    ("allOf-merged", {"allOf": [{"type": "object", "properties": {"a": INT}, "additionalProperties": INT,
+                                 "minProperties": 1}, {"minProperties": 2, "maxProperties": 3}]}, ["1", '"s"']),
+]
+# (open, colon, comma, close): the whitespace the grammar allows between tokens
+STYLES = [("{", ":", ",", "}"), ("{", ": ", ", ", "}"), ("{ ", " : ", " , ", " }"), ("{\n  ", ": ", ",\n  ", "\n}")]
+
+
+def _object_texts(schema: dict[str, Any], values: list[str]) -> list[str]:
+    """Every object of some declared properties (in order) then 0 or more of the extra keys
+    x, y, ..., up to 2 members past maxProperties (or minProperties), each value from `values`,
+    in each whitespace style by turns."""
+    declared = list(schema.get("properties", {}))
+    bound = max(schema.get("maxProperties", 0), schema.get("minProperties", 0), 1) + 2
+    texts = []
+    for k in range(len(declared) + 1):
+        for chosen in itertools.combinations(declared, k):
+            for n_extra in range(max(bound - k, 0) + 1):
+                keys = [*chosen, *"xyzwv"[:n_extra]]
+                for vals in itertools.product(values, repeat=len(keys)):
+                    left, colon, comma, right = STYLES[len(texts) % len(STYLES)]
+                    members = comma.join(f'"{key}"{colon}{value}' for key, value in zip(keys, vals))
+                    texts.append(left + members + right if members else "{}")
+    return texts
+
+
+def _repeats_a_key(text: str) -> bool:
+    repeated = False
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        repeated |= len({key for key, _ in pairs}) < len(pairs)
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=pairs_hook)
+    return repeated
+
+
+@pytest.mark.parametrize("schema,values", [c[1:] for c in COUNTED], ids=[c[0] for c in COUNTED])
+def test_property_counts_are_exact(schema: dict[str, Any], values: list[str], vocab: lb.Vocab) -> None:
+    case = Case("counted", schema, "", [])
+    gbnf = json_schema_to_gbnf(schema)
+    grammar = LlamaGrammar(gbnf)
+    texts = _object_texts(schema, values)
+    verdicts = {text: schema_valid(case, text) for text in texts}
+    wrong = [(text, valid) for text, valid in verdicts.items() if grammar.matches(text) != valid]
+    assert not wrong, wrong[:5]
+    accepted = [t for t in texts if verdicts[t]]
+    refused = [t for t in texts if not verdicts[t]]
+    assert accepted and refused
+    for text in accepted[:2] + refused[:2]:
+        assert llama_cpp_accepts(vocab, gbnf, text) == verdicts[text], text
+    for text in texts:  # other member orders: the grammar need not take them, but what it takes is valid
+        members = json.loads(text)
+        if len(members) > 1 and isinstance(members, dict):
+            reordered = json.dumps(dict(reversed(list(members.items()))))
+            assert not grammar.matches(reordered) or schema_valid(case, reordered), reordered
+    rng = random.Random(json.dumps(schema))
+    for _ in range(30):
+        text = random_sentence(grammar, rng)
+        assert _repeats_a_key(text) or schema_valid(case, text), text
+
+
+def test_no_count_keywords_change_nothing() -> None:
+    props = {"type": "object", "properties": {"a": INT, "b": INT, "c": INT}, "required": ["b"]}
+    assert json_schema_to_gbnf({**props, "minProperties": 0}) == json_schema_to_gbnf(props)
+    assert json_schema_to_gbnf({"minProperties": 0}) == json_schema_to_gbnf({})
+    g = LlamaGrammar.from_json_schema({"maxProperties": 1})  # like minItems, it makes the schema an object's
+    assert g.matches('{"k": [1]}') and not g.matches("[1]") and not g.matches('{"k": 1, "l": 2}')
+
+
+def test_max_properties_past_the_repetition_limit_is_tightened(vocab: lb.Vocab) -> None:
+    extra = {"type": "object", "additionalProperties": INT}
+    gbnf = json_schema_to_gbnf({**extra, "maxProperties": 5000})
+    assert gbnf == json_schema_to_gbnf({**extra, "maxProperties": 2000})
+    assert "{0,1999}" in gbnf and llama_cpp_parses(vocab, gbnf) is None
+    closed = {"type": "object", "properties": {"a": INT}, "additionalProperties": False}
+    assert json_schema_to_gbnf({**closed, "maxProperties": 5000}) == json_schema_to_gbnf({**closed, "maxProperties": 1})
+
+
+BAD_COUNTS = [
+    ({"type": "object", "minProperties": 3, "maxProperties": 2}, "object at #: maxProperties 2 is less than "
+     "minProperties 3"),
+    ({"properties": {"x": {"type": "object", "additionalProperties": False, "properties": {"a": INT, "b": INT},
+                           "minProperties": 3}}},
+     "object at #/properties/x: minProperties 3 is more than the 2 properties it can hold (additionalProperties "
+     "is false)"),
+    ({"type": "object", "properties": {"a": INT}, "minProperties": 2},
+     "minProperties 2 is more than the 1 properties it can hold ('properties' without 'additionalProperties'"),
+    ({"type": "object", "properties": {"a": INT, "b": INT, "c": INT}, "required": ["a", "b", "c"],
+      "additionalProperties": True, "maxProperties": 2}, "object at #: maxProperties 2 is less than its 3 required"),
+    ({"type": "object", "minProperties": -1}, "'minProperties' at # must be a non-negative integer, got -1"),
+    ({"type": "object", "maxProperties": 1.5}, "'maxProperties' at # must be a non-negative integer, got 1.5"),
+    ({"type": "object", "maxProperties": "2"}, "'maxProperties' at # must be a non-negative integer, got '2'"),
+    ({"type": "object", "minProperties": 2001}, "object at #: minProperties 2001 exceeds the grammar limit of 2000"),
+    ({"type": "object", "properties": {f"p{i}": INT for i in range(150)}, "maxProperties": 75},
+     "object at #: minProperties/maxProperties over 150 properties need 8475 grammar rules, more than 4000"),
+]
+
+
+@pytest.mark.parametrize("schema,message", BAD_COUNTS)
+def test_contradictory_counts_raise(schema: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        json_schema_to_gbnf(schema)
+
+
+@pytest.mark.parametrize("seed", [1, 7, 42])
+def test_generation_meets_property_counts(seed: int, llm: lb.Llama) -> None:
+    schema = {"type": "object", "properties": {"shop": {"type": "string", "maxLength": 12}}, "required": ["shop"],
+              "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 99}, "minProperties": 2,
+              "maxProperties": 3}
+    out = llm.create_chat_completion([{"role": "user", "content": "A shop and the prices of some fruits, as JSON."}],
+                                     response_format={"type": "json_object", "schema": schema}, temperature=0.8,
+                                     seed=seed, max_tokens=64)
+    text = out["choices"][0]["message"]["content"]
+    assert LlamaGrammar.from_json_schema(schema).matches(text), text
+    jsonschema.validate(json.loads(text), schema)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import jinja2
@@ -17,46 +16,18 @@ import pytest
 
 import llamabind as lb
 from llamabind import Llama
-from testutil import N_THREADS
+from testutil import N_THREADS, greedy_reference, llama_fixture, make_llama
 
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 
-
-def _llama(path: Path, **kw) -> Llama:
-    kw.setdefault("n_ctx", 512)
-    return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False, **kw)
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_path: Path) -> Iterator[Llama]:
-    with _llama(smollm2_path) as llm:
-        yield llm
-
-
-@pytest.fixture(scope="module")
-def gemma(gemma3_path: Path) -> Iterator[Llama]:
-    with _llama(gemma3_path, n_ctx=256) as llm:
-        yield llm
+smol = llama_fixture("smollm2_path")
+gemma = llama_fixture("gemma3_path", n_ctx=256)
 
 
 def rendered_prompt(model: lb.Model, messages: list[dict]) -> str:
     """The model's chat template rendered by plain jinja2, as transformers does."""
     template = jinja2.Environment().from_string(model.metadata["tokenizer.chat_template"])
     return template.render(messages=messages, add_generation_prompt=True)
-
-
-def greedy_reference(model: lb.Model, tokens: list[int], n: int) -> list[int]:
-    out: list[int] = []
-    with lb.Context(model, n_ctx=512, n_threads=N_THREADS, n_threads_batch=N_THREADS,
-                    flash_attn_type=lb.FlashAttnType.DISABLED) as ctx:
-        ctx.decode_tokens(tokens, pos0=0)
-        for i in range(n):
-            token = int(np.argmax(ctx.logits_ith(-1)))
-            if model.vocab.is_eog(token):
-                break
-            out.append(token)
-            ctx.decode_tokens([token], pos0=len(tokens) + i)
-    return out
 
 
 def content(out: dict) -> str:
@@ -170,7 +141,7 @@ def test_custom_chat_handler_receives_the_call(smollm2_path: Path) -> None:
         calls.append(kwargs)
         return sentinel
 
-    with _llama(smollm2_path, n_ctx=128, chat_handler=handler) as llm:
+    with make_llama(smollm2_path, n_ctx=128, chat_handler=handler) as llm:
         assert llm.chat_handler is handler
         out = llm.create_chat_completion(QUESTION, temperature=0.3, max_tokens=7, stop=["x"], seed=9)
         assert out is sentinel
@@ -198,7 +169,7 @@ def test_gemma_without_template_uses_the_builtin_gemma_format(gemma: Llama, gemm
 def test_chat_format_chatml_on_gemma(gemma3_path: Path, gemma3: lb.Model) -> None:
     prompt = lb.chat_apply_template("chatml", QUESTION, True)
     tokens = gemma3.vocab.tokenize(prompt, add_special=True, parse_special=True)
-    with _llama(gemma3_path, n_ctx=256, chat_format="chatml") as llm:
+    with make_llama(gemma3_path, n_ctx=256, chat_format="chatml") as llm:
         assert llm.chat_format == "chatml"
         out = llm.create_chat_completion(QUESTION, max_tokens=6, temperature=0.0)
     assert out["usage"]["prompt_tokens"] == len(tokens)
@@ -206,7 +177,7 @@ def test_chat_format_chatml_on_gemma(gemma3_path: Path, gemma3: lb.Model) -> Non
 
 
 def test_unknown_chat_format_raises(smollm2_path: Path) -> None:
-    with _llama(smollm2_path, n_ctx=128, chat_format="no-such-format") as llm:
+    with make_llama(smollm2_path, n_ctx=128, chat_format="no-such-format") as llm:
         with pytest.raises(ValueError, match="no-such-format"):
             llm.create_chat_completion(QUESTION, max_tokens=2)
 

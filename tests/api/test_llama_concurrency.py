@@ -12,7 +12,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +19,14 @@ import pytest
 
 import llamabind as lb
 from llamabind import Llama
-from testutil import N_THREADS
+from testutil import N_THREADS, llama_fixture, make_llama, run_in_threads
 
 CAPITAL = "The capital of France is"
 COUNTING = "1, 2, 3, 4, 5,"
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 
 
-def _llama(path: Path, **kw) -> Llama:
-    kw.setdefault("n_ctx", 1024)
-    return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False, **kw)
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_path: Path) -> Iterator[Llama]:
-    with _llama(smollm2_path) as llm:
-        yield llm
+smol = llama_fixture("smollm2_path", n_ctx=1024)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +88,7 @@ def test_async_variants_equal_the_sync_ones(smol: Llama, smollm2_path: Path, ref
 
 
 def test_async_embedding_equals_sync(smollm2_path: Path) -> None:
-    with _llama(smollm2_path, n_ctx=128, embedding=True, pooling_type=lb.PoolingType.MEAN) as llm:
+    with make_llama(smollm2_path, n_ctx=128, embedding=True, pooling_type=lb.PoolingType.MEAN) as llm:
         sync = llm.create_embedding(["hello", "world"])
         got = asyncio.run(llm.acreate_embedding(["hello", "world"]))
     assert got["usage"] == sync["usage"]
@@ -260,20 +251,12 @@ def test_cancel_between_decodes_does_not_abort_the_next_call(smol: Llama, refere
 def test_two_threads_share_one_llama(smol: Llama, reference: dict[str, str]) -> None:
     prompts = list(reference)
     results: dict[tuple[int, str], str] = {}
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for p in prompts[i:] + prompts[:i]:
-                results[(i, p)] = text(smol.create_completion(p, max_tokens=12, temperature=0.0))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for p in prompts[i:] + prompts[:i]:
+            results[(i, p)] = text(smol.create_completion(p, max_tokens=12, temperature=0.0))
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = run_in_threads(worker, 2, timeout=120)
     assert not errors
     assert results == {(i, p): reference[p] for i in range(2) for p in prompts}
 

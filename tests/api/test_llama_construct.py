@@ -4,6 +4,7 @@ vocab-only, over-long prompts), and Llama.from_pretrained over a local Hugging F
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -11,7 +12,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import pytest
 import llamabind as lb
 from gguf_ref import GGUFRef, expected_piece
 from llamabind import Llama
-from testutil import N_THREADS
+from testutil import N_THREADS, hub_cache, llama_fixture, make_llama
 
 CAPITAL = "The capital of France is"
 
@@ -37,16 +37,8 @@ LLAMA_CPP_PYTHON_KEYWORDS = (
 )  # fmt: skip
 
 
-def _llama(path: Path, **kw) -> Llama:
-    kw.setdefault("n_ctx", 256)
-    kw.setdefault("verbose", False)
-    return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, **kw)
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_path: Path) -> Iterator[Llama]:
-    with _llama(smollm2_path) as llm:
-        yield llm
+_llama = functools.partial(make_llama, n_ctx=256)
+smol = llama_fixture("smollm2_path", n_ctx=256)
 
 
 @pytest.fixture(scope="module")
@@ -397,13 +389,7 @@ FROM_PRETRAINED_CHILD = textwrap.dedent(
 def test_from_pretrained_finds_the_file_in_an_offline_hub_cache(smollm2_path: Path, tmp_path: Path,
                                                                 smol_greedy: str) -> None:
     pytest.importorskip("huggingface_hub")
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--someone--smollm2"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    (snapshot / smollm2_path.name).symlink_to(smollm2_path)
+    snapshot = hub_cache(tmp_path / "hub", smollm2_path).parent
     (snapshot / "README.md").write_text("a model card")
     # huggingface_hub reads HF_HUB_OFFLINE when it is imported: set it for a fresh process.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}

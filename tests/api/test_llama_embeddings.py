@@ -12,14 +12,13 @@ import pytest
 
 import llamabind as lb
 from llamabind import Llama
-from testutil import N_THREADS
+from testutil import N_THREADS, make_llama
 
 TEXTS = ["hello world", "The cat sat on the mat.", "Embeddings map text to vectors of numbers.", "x"]
 
 
 def _llama(path: Path, **kw) -> Llama:
-    kw.setdefault("n_ctx", 512)
-    return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False, embedding=True, **kw)
+    return make_llama(path, embedding=True, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ stopping criteria, logits processors, streaming, and UTF-8 characters split acro
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,47 +15,13 @@ import pytest
 import llamabind as lb
 from llamabind import Llama, LlamaGrammar, LogitsProcessorList, StoppingCriteriaList
 from native import run_reference_simple
-from testutil import N_THREADS
+from testutil import N_THREADS, greedy_reference_rows, llama_fixture, make_llama
 
 PROMPT = "The history of the Roman Empire"
 CAPITAL = "The capital of France is"
 
-
-def _llama(path: Path, **kw) -> Llama:
-    kw.setdefault("n_ctx", 512)
-    return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False, **kw)
-
-
-@pytest.fixture(scope="module")
-def smol(smollm2_path: Path) -> Iterator[Llama]:
-    with _llama(smollm2_path) as llm:
-        yield llm
-
-
-@pytest.fixture(scope="module")
-def gemma(gemma3_path: Path) -> Iterator[Llama]:
-    with _llama(gemma3_path) as llm:
-        yield llm
-
-
-def greedy_reference(model: lb.Model, tokens: list[int], n: int, *, flash: bool = False) -> tuple[list[int], list[np.ndarray]]:
-    """Greedy tokens by the low-level API (argmax of the raw logits, one decode per token, as
-    llama-simple does), with the logits row each was chosen from (float64 copies)."""
-    fa = lb.FlashAttnType.ENABLED if flash else lb.FlashAttnType.DISABLED
-    out: list[int] = []
-    rows: list[np.ndarray] = []
-    with lb.Context(model, n_ctx=512, n_batch=512, n_threads=N_THREADS, n_threads_batch=N_THREADS,
-                    flash_attn_type=fa) as ctx:
-        ctx.decode_tokens(tokens, pos0=0)
-        for i in range(n):
-            row = ctx.logits_ith(-1, copy=True).astype(np.float64)
-            token = int(np.argmax(row))
-            if model.vocab.is_eog(token):
-                break
-            out.append(token)
-            rows.append(row)
-            ctx.decode_tokens([token], pos0=len(tokens) + i)
-    return out, rows
+smol = llama_fixture("smollm2_path")
+gemma = llama_fixture("gemma3_path")
 
 
 def log_softmax(row: np.ndarray) -> np.ndarray:
@@ -96,7 +61,7 @@ def test_greedy_equals_llama_simple(name: str, request: pytest.FixtureRequest, r
     stdout = run_reference_simple(reference_build, path, PROMPT, 64)
     # llama-simple uses llama.cpp's default flash-attention setting (auto: on for the CPU);
     # the two attention kernels round differently, so compare with the same kernel.
-    with _llama(path, flash_attn=True) as llm:
+    with make_llama(path, flash_attn=True) as llm:
         out = greedy(llm, PROMPT, 64)
         printed_prompt = b"".join(llm.model.vocab.token_to_piece(t, special=True)
                                   for t in llm.tokenize(PROMPT.encode(), add_bos=True, special=True))
@@ -111,7 +76,7 @@ def test_greedy_equals_low_level_generation(name: str, n: int, request: pytest.F
     llm: Llama = request.getfixturevalue({"smollm2": "smol", "gemma3": "gemma"}[name])
     model: lb.Model = request.getfixturevalue(name)
     tokens = model.vocab.tokenize(PROMPT, add_special=True, parse_special=True)
-    ref, _ = greedy_reference(model, tokens, n)
+    ref, _ = greedy_reference_rows(model, tokens, n)
     out = greedy(llm, PROMPT, n)
     assert text_of(out) == model.vocab.detokenize(ref).decode("utf-8")
     assert out["usage"] == {"prompt_tokens": len(tokens), "completion_tokens": len(ref),
@@ -125,10 +90,7 @@ def test_greedy_equals_low_level_generation(name: str, n: int, request: pytest.F
 # max_tokens, usage, response shape
 
 
-@pytest.fixture(scope="module")
-def smol64(smollm2_path: Path) -> Iterator[Llama]:
-    with _llama(smollm2_path, n_ctx=64) as llm:
-        yield llm
+smol64 = llama_fixture("smollm2_path", n_ctx=64)
 
 
 @pytest.mark.parametrize("max_tokens", [None, -1, 0])
@@ -209,7 +171,7 @@ def split_stop(smol: Llama, smollm2: lb.Model) -> tuple[str, str, int]:
     """(full greedy text, a stop string made of the end of one generated token and the start
     of the next, where it first occurs in the text)."""
     tokens = smollm2.vocab.tokenize(PROMPT, add_special=True, parse_special=True)
-    ids, _ = greedy_reference(smollm2, tokens, 40)
+    ids, _ = greedy_reference_rows(smollm2, tokens, 40)
     pieces = [smollm2.vocab.token_to_piece(t).decode("utf-8") for t in ids]
     full = "".join(pieces)
     offset = 0
@@ -258,7 +220,7 @@ def test_logprobs_are_log_softmax_of_the_raw_logits(name: str, request: pytest.F
     model: lb.Model = request.getfixturevalue(name)
     k = 5
     tokens = model.vocab.tokenize(CAPITAL, add_special=True, parse_special=True)
-    ids, rows = greedy_reference(model, tokens, 6)
+    ids, rows = greedy_reference_rows(model, tokens, 6)
     out = greedy(llm, CAPITAL, 6, logprobs=k)
     lp = out["choices"][0]["logprobs"]
     assert set(lp) == {"tokens", "text_offset", "token_logprobs", "top_logprobs"}
@@ -345,7 +307,7 @@ def test_seed_reproducibility(smol: Llama) -> None:
 
 
 def test_constructor_seed_and_set_seed_are_the_default_seed(smollm2_path: Path, smol: Llama) -> None:
-    with _llama(smollm2_path, n_ctx=128, seed=77) as seeded:
+    with make_llama(smollm2_path, n_ctx=128, seed=77) as seeded:
         a = text_of(seeded.create_completion(CAPITAL, max_tokens=10, temperature=1.0))
         seeded.set_seed(5)
         b = text_of(seeded.create_completion(CAPITAL, max_tokens=10, temperature=1.0))
@@ -393,7 +355,7 @@ def test_repeat_penalty_reduces_repetition(smol: Llama) -> None:
 
 def test_last_n_tokens_size_zero_disables_the_penalty_window(smollm2_path: Path, smol: Llama) -> None:
     plain = text_of(greedy(smol, CAPITAL, 24))
-    with _llama(smollm2_path, n_ctx=128, last_n_tokens_size=0) as llm:
+    with make_llama(smollm2_path, n_ctx=128, last_n_tokens_size=0) as llm:
         assert text_of(greedy(llm, CAPITAL, 24, repeat_penalty=1.5)) == plain
 
 
@@ -446,7 +408,7 @@ def test_stopping_criteria_stops_after_n_tokens(smol: Llama, smollm2: lb.Model) 
 
 def test_logits_processor_that_forbids_the_greedy_token(smol: Llama, smollm2: lb.Model) -> None:
     tokens = smollm2.vocab.tokenize(CAPITAL)
-    (best,), (row,) = greedy_reference(smollm2, tokens, 1)
+    (best,), (row,) = greedy_reference_rows(smollm2, tokens, 1)
     calls = []
 
     def forbid(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import pytest
 
 import llamabind as lb
 from llamabind import Llama, LlamaGrammar, StoppingCriteriaList
-from testutil import N_THREADS
+from testutil import N_THREADS, make_llama
 
 PROMPTS = [
     "The capital of France is",
@@ -44,7 +44,7 @@ def _llama(path: Path, **kw) -> Llama:
     # when it runs alone) can round differently; the comparisons with single-sequence runs
     # below would then depend on the timing of the threads.
     kw.setdefault("flash_attn", True)
-    return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False, **kw)
+    return make_llama(path, **kw)
 
 
 @pytest.fixture(scope="module")

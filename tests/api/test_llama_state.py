@@ -5,7 +5,6 @@ computed with the low-level API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 import llamabind as lb
 from llamabind import Llama, LlamaGrammar, LogitsProcessorList, StoppingCriteriaList
 from llamabind.llama_cache import LlamaDiskCache, LlamaRAMCache
-from testutil import N_THREADS
+from testutil import N_THREADS, greedy_reference_rows, llama_fixture, make_llama
 
 PROMPT = "The history of the Roman Empire"
 LONG_PROMPT = (
@@ -25,27 +24,17 @@ LONG_PROMPT = (
 
 
 def _llama(path: Path, **kw) -> Llama:
-    kw.setdefault("n_ctx", 512)
-    return Llama(str(path), n_threads=N_THREADS, n_threads_batch=N_THREADS, verbose=False, no_perf=False, **kw)
+    """make_llama with llama.cpp's perf counters on (prompt_evals reads them)."""
+    return make_llama(path, no_perf=False, **kw)
 
 
-@pytest.fixture(scope="module")
-def smol(smollm2_path: Path) -> Iterator[Llama]:
-    with _llama(smollm2_path) as llm:
-        yield llm
+smol = llama_fixture("smollm2_path", no_perf=False)
 
 
 def greedy_reference(model: lb.Model, tokens: list[int], n: int) -> list[int]:
-    """Greedy continuation by argmax of the raw logits, one decode per token (low-level API)."""
-    out: list[int] = []
-    with lb.Context(model, n_ctx=512, n_threads=N_THREADS, n_threads_batch=N_THREADS,
-                    flash_attn_type=lb.FlashAttnType.DISABLED) as ctx:
-        ctx.decode_tokens(tokens, pos0=0)
-        for i in range(n):
-            token = int(np.argmax(ctx.logits_ith(-1)))
-            out.append(token)
-            ctx.decode_tokens([token], pos0=len(tokens) + i)
-    return out
+    """Greedy continuation by argmax of the raw logits, one decode per token (low-level API),
+    end-of-generation tokens included."""
+    return greedy_reference_rows(model, tokens, n, stop_at_eog=False)[0]
 
 
 def last_logits(model: lb.Model, tokens: list[int]) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import llamabind
-from testutil import N_THREADS
+from testutil import N_THREADS, OOM_CHILD_PRELUDE
 
 TEXT = "The quick brown fox jumps over the lazy dog. " * 40
 
@@ -154,27 +154,14 @@ def test_invalid_batch_is_code_minus_1(ctx: llamabind.Context, tokens: list[int]
     assert_still_usable(ctx, tokens)
 
 
-FATAL_CHILD = textwrap.dedent(
+FATAL_CHILD = OOM_CHILD_PRELUDE + textwrap.dedent(
     """
-    import json, resource, sys
-    import numpy as np
-    import llamabind as lb
-
-    model = lb.Model(sys.argv[1])
-    toks = model.vocab.tokenize("The quick brown fox jumps over the lazy dog. " * 40)[:300]
-    ctx = lb.Context(model, n_ctx=512, n_batch=512, n_threads=2, n_threads_batch=2)
     ctx.decode_tokens(toks[:4], pos0=0)
     out = {"before": ctx.seq_pos_max(0)}
 
-    def vm_bytes():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-
     # The output buffer for 250 rows of logits (~47 MiB) cannot be allocated under this
     # address-space limit, so llama.cpp's output_reserve fails and llama_decode returns -2.
-    resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + 16 * 2**20, resource.RLIM_INFINITY))
+    cap_address_space()
     try:
         ctx.decode_tokens(toks[4:254], pos0=4, all_logits=True)
         out["error"] = None
@@ -183,7 +170,7 @@ FATAL_CHILD = textwrap.dedent(
         out["code"] = e.code
         out["message"] = str(e)
         out["is_runtime_error"] = isinstance(e, RuntimeError)
-    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    uncap_address_space()
     out["after"] = ctx.seq_pos_max(0)
     ctx.decode_tokens(toks[4:6], pos0=4)
     out["after_decode"] = ctx.seq_pos_max(0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import llamabind
-from testutil import N_THREADS
+from testutil import N_THREADS, greedy_by_sampler
 
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 80
 
@@ -241,21 +241,6 @@ def test_reader_thread_sees_only_whole_decodes(smollm2: llamabind.Model, prompt_
     assert shapes == {(1, smollm2.n_vocab)}
 
 
-def greedy_generate(model: llamabind.Model, prompt: list[int], n: int) -> list[int]:
-    out = []
-    with llamabind.Context(model, n_ctx=256, n_batch=256, n_threads=1, n_threads_batch=1) as ctx, (
-        llamabind.SamplerChain().add_greedy()
-    ) as sampler:
-        ctx.decode_tokens(prompt, pos0=0)
-        pos = len(prompt)
-        for _ in range(n):
-            tok = sampler.sample(ctx)
-            out.append(tok)
-            ctx.decode_tokens([tok], pos0=pos)
-            pos += 1
-    return out
-
-
 def test_four_threads_four_contexts_one_model_match_serial_generation(smollm2: llamabind.Model) -> None:
     vocab = smollm2.vocab
     prompts = [
@@ -264,10 +249,10 @@ def test_four_threads_four_contexts_one_model_match_serial_generation(smollm2: l
         vocab.tokenize("Once upon a time, in a small village,"),
         vocab.tokenize("1, 2, 3, 4, 5,"),
     ]
-    expected = [greedy_generate(smollm2, p, 16) for p in prompts]
+    expected = [greedy_by_sampler(smollm2, p, 16) for p in prompts]
     assert len({tuple(e) for e in expected}) == 4  # the prompts lead to different outputs
 
-    got = run_threads([lambda p=p: greedy_generate(smollm2, p, 16) for p in prompts])
+    got = run_threads([lambda p=p: greedy_by_sampler(smollm2, p, 16) for p in prompts])
     assert got == expected
 
 

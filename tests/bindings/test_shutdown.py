@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import llamabind as lb
-from testutil import N_THREADS
+from testutil import N_THREADS, greedy_by_sampler, run_in_threads
 
 PRELUDE = """
 import gc, sys, threading
@@ -189,44 +189,22 @@ def test_daemon_thread_inside_a_long_decode_is_stopped_at_exit(smollm2_path: Pat
 # One model, four threads, own contexts, repeated
 
 
-def _greedy(model: lb.Model, prompt: list[int], n: int) -> list[int]:
-    with lb.Context(model, n_ctx=128, n_batch=64, n_threads=1, n_threads_batch=1) as ctx:
-        chain = lb.SamplerChain().add_greedy()
-        ctx.decode_tokens(prompt, pos0=0)
-        out: list[int] = []
-        pos = len(prompt)
-        for _ in range(n):
-            tok = chain.sample(ctx)
-            out.append(tok)
-            ctx.decode_tokens([tok], pos0=pos)
-            pos += 1
-        return out
-
-
 @pytest.mark.slow
 def test_four_threads_share_one_model_repeatedly(smollm2: lb.Model) -> None:
     vocab = smollm2.vocab
     prompts = [vocab.tokenize(t) for t in ("The capital of France is", "def add(a, b):",
                                             "Roses are red,", "1, 1, 2, 3, 5,")]
-    expected = [_greedy(smollm2, p, 8) for p in prompts]
+    expected = [greedy_by_sampler(smollm2, p, 8, n_ctx=128, n_batch=64) for p in prompts]
     assert len({tuple(e) for e in expected}) == 4
     for round_ in range(3):
         got: list[list[int] | None] = [None] * 4
-        errors: list[BaseException] = []
         barrier = threading.Barrier(4)
 
         def run(i: int) -> None:
-            try:
-                barrier.wait()
-                got[i] = _greedy(smollm2, prompts[i], 8)
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+            barrier.wait()
+            got[i] = greedy_by_sampler(smollm2, prompts[i], 8, n_ctx=128, n_batch=64)
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        errors = run_in_threads(run, 4, timeout=300)
         assert not errors, errors
         assert got == expected, f"round {round_}"
     assert np.isfinite(np.array(expected)).all()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import llamabind
-from testutil import N_THREADS
+from testutil import N_THREADS, OOM_CHILD_PRELUDE
 
 PROMPT = "The quick brown fox jumps over the lazy dog while the cat sleeps"
 
@@ -233,34 +233,20 @@ def test_pooled_sequence_embedding(smollm2: llamabind.Model, tokens: list[int]) 
 # Output buffer tracking after a failed decode
 
 
-FATAL_THEN_GROW = textwrap.dedent(
+FATAL_THEN_GROW = "import faulthandler\nfaulthandler.enable()\n" + OOM_CHILD_PRELUDE + textwrap.dedent(
     """
-    import faulthandler, json, resource, sys
-    faulthandler.enable()
-    import numpy as np
-    import llamabind as lb
-
-    model = lb.Model(sys.argv[1])
-    toks = model.vocab.tokenize("The quick brown fox jumps over the lazy dog. " * 40)[:300]
-    ctx = lb.Context(model, n_ctx=512, n_batch=512, n_threads=2, n_threads_batch=2)
     out = {}
     ctx.decode_tokens(toks[:4], pos0=0, all_logits=True)  # output buffer: 4 rows
 
-    def vm_bytes():
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-
     # 250 rows of logits (~47 MiB) cannot be allocated under this limit: llama.cpp frees its
     # output buffer, fails to allocate the new one and llama_decode returns -2.
-    resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + 16 * 2**20, resource.RLIM_INFINITY))
+    cap_address_space()
     try:
         ctx.decode_tokens(toks[4:254], pos0=4, all_logits=True)
         out["fatal"] = None
     except lb.FatalDecodeError as e:
         out["fatal"] = e.code
-    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    uncap_address_space()
 
     ctx.decode_tokens(toks[4:5], pos0=4)  # llama.cpp allocates a fresh, 1-row buffer
     view = ctx.logits()

@@ -24,7 +24,7 @@ import pytest
 import llamabind as lb
 from llamabind import models
 from native import ROOT, run_reference_simple
-from testutil import N_THREADS
+from testutil import N_THREADS, hub_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from gguf_ref import GGUFRef  # noqa: E402
@@ -112,18 +112,6 @@ def test_run_with_a_grammar_and_a_json_schema(smollm2_path: Path) -> None:
 # errors
 
 
-def _hub_cache(tmp_path: Path, model: Path) -> Path:
-    """A Hugging Face cache holding `model` as someone/smollm2 (as huggingface_hub lays it out)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--someone--smollm2"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    (snapshot / model.name).symlink_to(model)
-    return tmp_path / "hub"
-
-
 @pytest.mark.parametrize("args,status,needle", [
     (["run", "-m", "{tmp}/missing.gguf", "hi"], 1, "missing.gguf"),
     (["info", "-m", "{tmp}/missing.gguf"], 1, "missing.gguf"),
@@ -153,7 +141,8 @@ def test_errors_are_one_line(args: list[str], status: int, needle: str, tmp_path
 
 
 def test_hf_reads_the_hugging_face_cache(smollm2_path: Path, tmp_path: Path) -> None:
-    hub = _hub_cache(tmp_path, smollm2_path)
+    hub = tmp_path / "hub"
+    hub_cache(hub, smollm2_path)
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "HF_HOME": str(tmp_path / "hf-home")}
     proc = cli("run", "--hf", "someone/smollm2:*Q4_1.gguf", "--temp", "0", "-n", "8", "--no-echo", *THREADS,
                "The capital of France is", env=env)

@@ -237,11 +237,23 @@ private:
     void check_batch(const Batch & batch, const char * where) const;
     void check_seq(llama_seq_id seq_id, const char * where, bool allow_negative) const;
     std::size_t output_bytes_for(int64_t n_outputs) const;
-    const float * logits_locked(std::optional<int32_t> row, int32_t & rows) const;
-    const float * embeddings_locked(std::optional<int32_t> row, int32_t & rows) const;
+    // Logits or embeddings: what the output accessors differ in (see context.cpp).
+    struct OutputKind;
+    static const OutputKind kLogits;
+    static const OutputKind kEmbeddings;
+    const float * output_locked(const OutputKind & kind, std::optional<int32_t> row, int32_t & rows) const;
+    const float * output(const OutputKind & kind, std::optional<int32_t> row) const;
+    OutputView output_view(const OutputKind & kind, std::optional<int32_t> row) const;
+    std::vector<float> output_copy(const OutputKind & kind, std::optional<int32_t> row) const;
     void run(const Batch & batch, bool encode, const std::atomic<bool> * stop);
     void run_locked(const Batch & batch, bool encode, const std::atomic<bool> * stop);
     llama_context * require() const;
+    // `member`, once require() has found the context open.
+    template <class T>
+    const T & open_member(const T & member) const {
+        require();
+        return member;
+    }
 
     std::shared_ptr<Model> model_;
     std::shared_ptr<llama_context> ctx_;

@@ -16,37 +16,33 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-// A model, adapter or session file does not exist.
-class FileNotFound : public Error {
+// An error about one file; path() names it.
+class FileError : public Error {
 public:
-    FileNotFound(const std::string & message, std::string path)
+    FileError(const std::string & message, std::string path)
         : Error(message), path_(std::move(path)) {}
     const std::string & path() const noexcept { return path_; }
 
 private:
     std::string path_;
+};
+
+// A model, adapter or session file does not exist.
+class FileNotFound : public FileError {
+public:
+    using FileError::FileError;
 };
 
 // A file exists but the process may not read it.
-class PermissionDenied : public Error {
+class PermissionDenied : public FileError {
 public:
-    PermissionDenied(const std::string & message, std::string path)
-        : Error(message), path_(std::move(path)) {}
-    const std::string & path() const noexcept { return path_; }
-
-private:
-    std::string path_;
+    using FileError::FileError;
 };
 
 // A model file exists but could not be loaded (corrupt, unsupported, cancelled).
-class ModelLoadError : public Error {
+class ModelLoadError : public FileError {
 public:
-    ModelLoadError(const std::string & message, std::string path)
-        : Error(message), path_(std::move(path)) {}
-    const std::string & path() const noexcept { return path_; }
-
-private:
-    std::string path_;
+    using FileError::FileError;
 };
 
 // An argument has an invalid value (a bad size, an empty input, a wrong combination).

@@ -15,9 +15,12 @@ it fixes some choices a validator leaves free, to keep generation short and on t
   (additionalProperties true or a schema) never repeat a listed property and use no escapes;
   likewise a tuple (`prefixItems`, or an `items` array) without `items`/`additionalItems` gets
   no further items;
+* minProperties/maxProperties count the members as written; two extra keys may be the same
+  (a grammar cannot tell them apart), and such a document holds fewer properties once parsed
+  (the one way around soundness: a model rarely repeats a key);
 * strings use no surrogate \\u escapes; `pattern` matches the whole string (a match is also a
-  search hit); `maxLength`, `maxItems` and regex repetition above 2000 are enforced as 2000
-  (llama.cpp's repetition limit);
+  search hit); `maxLength`, `maxItems`, `maxProperties` (where extra keys are allowed) and
+  regex repetition above 2000 are enforced as 2000 (llama.cpp's repetition limit);
 * integers have at most 18 digits unless a bound needs more; unbounded numbers have at most 16
   integer and 16 fraction digits and an exponent of at most 2 digits;
 * numeric bounds are exact for integers (digit-range rules) and for numbers: a bounded number
@@ -29,9 +32,10 @@ it fixes some choices a validator leaves free, to keep generation short and on t
 
 Supported: type (and type lists), enum, const, anyOf, oneOf, allOf (merged),
 $ref to "#..." pointers ($defs, definitions, recursion), properties, required,
-additionalProperties, items, prefixItems, additionalItems, minItems, maxItems, minLength,
-maxLength, pattern (a regex subset), format (date, time, date-time, uuid, email, uri, ipv4),
-minimum, maximum, exclusiveMinimum, exclusiveMaximum (numbers and draft-4 booleans).
+additionalProperties, minProperties, maxProperties, items, prefixItems, additionalItems,
+minItems, maxItems, minLength, maxLength, pattern (a regex subset), format (date, time,
+date-time, uuid, email, uri, ipv4), minimum, maximum, exclusiveMinimum, exclusiveMaximum
+(numbers and draft-4 booleans).
 Annotations (title, description, examples, ...) are ignored. Any other keyword raises
 ValueError naming it and where it is, or with strict=False is dropped with a UserWarning.
 """

@@ -17,6 +17,7 @@ from ._keywords import (
     ANNOTATIONS, ARRAY_KEYS, CONTAINERS, NUMBER_KEYS, OBJECT_KEYS, STRING_KEYS, SUPPORTED, TYPES, WHY_UNSUPPORTED,
     Schema,
 )
+from ._members import STATE_LIMIT, MemberList
 from ._numbers import Bound, integer_range, number_range
 from ._primitives import FORMAT_DEPS, FORMAT_RULES, PRIMITIVE_DEPS, PRIMITIVES
 from ._regex import Regex, RegexError
@@ -186,11 +187,11 @@ class Converter:
         for key, value in schema.items():
             if key in ANNOTATIONS or key in CONTAINERS or key.startswith("x-"):
                 continue
+            if key in ("minProperties", "minContains") and value == 0:
+                continue  # no-ops, and a bare minProperties 0 must not make the schema an object's
             if key in SUPPORTED:
                 kept[key] = value
             elif key == "uniqueItems" and value is False:
-                continue
-            elif key in ("minProperties", "minContains") and value == 0:
                 continue
             elif key in WHY_UNSUPPORTED:
                 self.unsupported(key, path, WHY_UNSUPPORTED[key])
@@ -350,6 +351,7 @@ class Converter:
                                      "is false")
                 sub = True if extra is None else extra
                 entries.append((key, self.visit(sub, f"{path}/additionalProperties", f"{hint}-{key}"), True))
+        lo, hi = self.member_count(s, path, entries, extra is not None, closed)
         self.primitive("ws")
         pairs = [(seq(self.json_literal(key), 'ws ":" ws', value), req) for key, value, req in entries]
         extra_pair = None
@@ -357,7 +359,12 @@ class Converter:
             value = self.visit(extra, f"{path}/additionalProperties", f"{hint}-value")
             key_rule = self.rule(f"{hint}-key", seq('"\\""', self.other_key([k for k, _, _ in entries]), '"\\""'))
             extra_pair = seq(key_rule, 'ws ":" ws', value)
-        body, empty_ok = self.members(pairs, extra_pair, hint)
+        members = MemberList(pairs, extra_pair, lo, hi)
+        if members.counted and (states := members.state_count()) > STATE_LIMIT:
+            raise ValueError(f"object at {_pointer(path)}: minProperties/maxProperties over {len(pairs)} properties "
+                             f"need {states} grammar rules, more than {STATE_LIMIT}: narrow the bounds or declare "
+                             "fewer properties")
+        body, empty_ok = members.build(hint, self.rule)
         if body is None:
             return self.rule(hint, '"{" ws "}"')
         inner = seq(group(body), "ws")
@@ -390,31 +397,29 @@ class Converter:
 
         return walk(trie)
 
-    def members(self, pairs: list[tuple[str, bool]], extra: str | None, hint: str) -> tuple[str | None, bool]:
-        """The key-value list inside braces: properties in order, each optional one skippable,
-        then any extra keys. (expression for a non-empty list or None, whether it may be empty)."""
-        sep = 'ws "," ws'
-        tail_extra = repeat(seq(sep, extra), 0, None) if extra else ""
-        n = len(pairs)
-        # tails[i]: the members from i on, after at least one member was written.
-        tails: list[str] = [""] * (n + 1)
-        tails[n] = tail_extra
-        optional = sum(1 for _, req in pairs if not req)
-        for i in range(n - 1, -1, -1):
-            pair, req = pairs[i]
-            part = seq(sep, pair)
-            expr = seq(part if req else repeat(part, 0, 1), tails[i + 1])
-            if optional > 1 and i > 0 and not req and tails[i + 1]:
-                expr = self.rule(f"{hint}-after-{i}", expr)
-            tails[i] = expr
-        options = []
-        for i, (pair, req) in enumerate(pairs):
-            options.append(seq(pair, tails[i + 1]))
-            if req:
-                return alt(options), False
-        if extra:
-            options.append(seq(extra, tail_extra))
-        return (alt(options) if options else None), True
+    def member_count(self, s: dict[str, Any], path: str, entries: list[tuple[str, str, bool]], extra_ok: bool,
+                     closed: bool) -> tuple[int, int | None]:
+        """minProperties..maxProperties of an object with these declared entries (key, value,
+        required) and extra members if extra_ok, refused where no object can meet them; with
+        extra members, maxProperties above the grammar's repetition limit is enforced as it."""
+        lo = _nonnegative_int(s, "minProperties", path) or 0
+        hi = _nonnegative_int(s, "maxProperties", path)
+        where = f"object at {_pointer(path)}"
+        n_required = sum(1 for _, _, req in entries if req)
+        if hi is not None and hi < lo:
+            raise ValueError(f"{where}: maxProperties {hi} is less than minProperties {lo}")
+        if hi is not None and hi < n_required:
+            raise ValueError(f"{where}: maxProperties {hi} is less than its {n_required} required properties")
+        if not extra_ok and lo > len(entries):
+            why = ("additionalProperties is false" if closed
+                   else "'properties' without 'additionalProperties' allows no other keys here")
+            raise ValueError(f"{where}: minProperties {lo} is more than the {len(entries)} properties it can hold "
+                             f"({why})")
+        if lo > MAX_REPETITION:
+            raise ValueError(f"{where}: minProperties {lo} exceeds the grammar limit of {MAX_REPETITION}")
+        if hi is not None and hi > MAX_REPETITION and extra_ok:
+            hi = max(MAX_REPETITION, n_required)  # extra members repeat at most hi - 1 times
+        return lo, hi
 
     def visit_array(self, s: dict[str, Any], path: str, hint: str) -> str:
         prefix = s.get("prefixItems")
@@ -633,9 +638,9 @@ class Converter:
             if b is True:
                 return a
             return {"allOf": [a, b]}
-        if key in ("minimum", "minLength", "minItems"):
+        if key in ("minimum", "minLength", "minItems", "minProperties"):
             return max(a, b)
-        if key in ("maximum", "maxLength", "maxItems"):
+        if key in ("maximum", "maxLength", "maxItems", "maxProperties"):
             return min(a, b)
         if key in ("exclusiveMinimum", "exclusiveMaximum"):
             if isinstance(a, bool) or isinstance(b, bool):

@@ -18,7 +18,7 @@ ANNOTATIONS = frozenset({
 CONTAINERS = frozenset({"$defs", "definitions"})
 SUPPORTED = frozenset({
     "type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
-    "properties", "required", "additionalProperties",
+    "properties", "required", "additionalProperties", "minProperties", "maxProperties",
     "items", "prefixItems", "additionalItems", "minItems", "maxItems",
     "minLength", "maxLength", "pattern", "format",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
@@ -36,7 +36,6 @@ WHY_UNSUPPORTED = {
     "multipleOf": "multipleOf is not supported",
     "contains": "contains is not supported", "minContains": "contains is not supported",
     "maxContains": "contains is not supported",
-    "minProperties": "property counts are not supported", "maxProperties": "property counts are not supported",
     "unevaluatedProperties": "unevaluated* keywords are not supported",
     "unevaluatedItems": "unevaluated* keywords are not supported",
     "$dynamicRef": "dynamic references are not supported", "$recursiveRef": "dynamic references are not supported",
@@ -44,7 +43,7 @@ WHY_UNSUPPORTED = {
                 "[\"string\", \"null\"]",
 }
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
-OBJECT_KEYS = ("properties", "required", "additionalProperties")
+OBJECT_KEYS = ("properties", "required", "additionalProperties", "minProperties", "maxProperties")
 ARRAY_KEYS = ("items", "prefixItems", "additionalItems", "minItems", "maxItems")
 STRING_KEYS = ("minLength", "maxLength", "pattern", "format")
 NUMBER_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
