@@ -138,6 +138,7 @@ def run_cases(model_path: Path, cases: list[dict[str, Any]], work: Path) -> list
                 index, _, outcome = rest.partition(" ")
                 outcomes[int(index)] = json.loads(outcome)
         selector.close()
+        proc.stdout.close()
         start = next((i for i in range(len(cases)) if outcomes[i] is None), len(cases))
     return [o or "abort" for o in outcomes]
 

@@ -11,6 +11,7 @@
 #include "llamabind/errors.hpp"
 #include "llamabind/lora.hpp"
 #include "llamabind/model.hpp"
+#include "ggml.h"
 
 namespace llamabind {
 
@@ -65,6 +66,74 @@ void check_positive(int64_t value, const char * name) {
     }
 }
 
+std::string meta(const llama_model * model, const std::string & key) {
+    char buf[256];
+    const int32_t n = llama_model_meta_val_str(model, key.c_str(), buf, sizeof(buf));
+    return n < 0 ? std::string() : std::string(buf, static_cast<std::size_t>(std::min<int32_t>(n, sizeof(buf) - 1)));
+}
+
+// Whether the model attends causally unless told otherwise: llama.cpp's hparams.causal_attn,
+// which is the GGUF key <arch>.attention.causal (default true) except for the architectures
+// that set it off in code.
+bool model_is_causal(const llama_model * model) {
+    const std::string arch = meta(model, "general.architecture");
+    static const char * const non_causal[] = {"dream", "gemma-embedding", "llada", "llada-moe", "rnd1"};
+    for (const char * name : non_causal) {
+        if (arch == name) {
+            return false;
+        }
+    }
+    return meta(model, arch + ".attention.causal") != "false";
+}
+
+const char * type_name(ggml_type type) {
+    return type >= 0 && type < GGML_TYPE_COUNT ? ggml_type_name(type) : "unknown";
+}
+
+// The settings llama.cpp cannot serve and reaches a GGML_ASSERT with (or computes garbage
+// with) instead of refusing; each message names the parameter and llama.cpp's rule.
+void check_supported(const llama_model * model, const ContextParams & params) {
+    for (const auto & [type, name] : {std::pair{params.type_k, "type_k"}, std::pair{params.type_v, "type_v"}}) {
+        const bool usable = type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16 ||
+                            (type >= 0 && type < GGML_TYPE_COUNT && ggml_is_quantized(type));
+        if (!usable) {
+            throw InvalidArgument(std::string("[Context] ") + name + "=" + type_name(type) +
+                                  " cannot hold a KV cache: use F32, F16, BF16 or a quantized type");
+        }
+    }
+    if (ggml_is_quantized(params.type_v) && params.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_DISABLED) {
+        throw InvalidArgument(std::string("[Context] type_v=") + type_name(params.type_v) +
+                              " (a quantized V cache) needs flash attention (llama.cpp's rule): set "
+                              "flash_attn_type ENABLED or AUTO, or an unquantized type_v");
+    }
+    if (params.rope_freq_base < 0.0f || params.rope_freq_scale < 0.0f) {
+        throw InvalidArgument("[Context] rope_freq_base and rope_freq_scale must be >= 0 (0: the model's own), got " +
+                              std::to_string(params.rope_freq_base) + " and " + std::to_string(params.rope_freq_scale) +
+                              " (negative values give NaN logits)");
+    }
+    // llama.cpp reserves one output row per sequence at creation, within the batch's outputs,
+    // and asserts that they fit (llama_context::output_reserve). With causal attention the
+    // batch is at most the context.
+    const bool causal = params.attention_type == LLAMA_ATTENTION_TYPE_UNSPECIFIED
+                            ? model_is_causal(model)
+                            : params.attention_type == LLAMA_ATTENTION_TYPE_CAUSAL;
+    const uint32_t n_ctx = params.n_ctx != 0 ? params.n_ctx : static_cast<uint32_t>(llama_model_n_ctx_train(model));
+    const uint32_t n_batch = causal ? std::min(n_ctx, params.n_batch) : params.n_batch;
+    if (params.n_seq_max > n_batch) {
+        throw InvalidArgument("[Context] n_seq_max=" + std::to_string(params.n_seq_max) + " exceeds n_batch=" +
+                              std::to_string(n_batch) + (causal && n_ctx < params.n_batch ? " (n_batch is capped at n_ctx)" : "") +
+                              ": llama.cpp keeps an output row per sequence within the batch's outputs");
+    }
+    // Without causal attention a whole sequence is one ubatch, and the pooled embeddings graph
+    // splits the ubatch equally among the sequences (ggml_can_mul_mat otherwise asserts).
+    const uint32_t n_ubatch = std::min(n_batch, params.n_ubatch);
+    if (!causal && params.embeddings && n_ubatch % params.n_seq_max != 0) {
+        throw InvalidArgument("[Context] n_ubatch=" + std::to_string(n_ubatch) + " is not a multiple of n_seq_max=" +
+                              std::to_string(params.n_seq_max) + ": with non-causal attention and embeddings llama.cpp "
+                              "splits each ubatch equally among the sequences");
+    }
+}
+
 }  // namespace
 
 Context::Context(std::shared_ptr<Model> model, const ContextParams & params) : model_(std::move(model)) {
@@ -88,6 +157,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams & params) : m
     if (params.n_ctx == 0 && llama_model_n_ctx_train(model_handle.get()) <= 0) {
         throw InvalidArgument("[Context] n_ctx=0 asks for the training context, but the model does not declare one");
     }
+    check_supported(model_handle.get(), params);
 
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = params.n_ctx;
@@ -122,7 +192,14 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams & params) : m
     clear_last_error_log();
     llama_context * raw = llama_init_from_model(model_handle.get(), cp);
     if (raw == nullptr) {
-        throw Error(detail::with_reason("[Context] llama.cpp could not create a context for '" + model_->path() + "'"));
+        const std::string reason = last_error_log();
+        const std::string message =
+            detail::with_reason("[Context] llama.cpp could not create a context for '" + model_->path() + "'");
+        // Settings llama.cpp checks itself (a cache type's block size against the head size, ...).
+        if (reason.find("cache type") != std::string::npos || reason.find("flash_attn") != std::string::npos) {
+            throw InvalidArgument(message + " (type_k/type_v, flash_attn_type)");
+        }
+        throw Error(message);
     }
     // The deleter keeps the model alive until the context is gone, whoever goes first.
     ctx_ = std::shared_ptr<llama_context>(raw, [model_handle](llama_context * c) { llama_free(c); });
