@@ -63,6 +63,18 @@ def gemma3_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen05_path() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2, 152k vocab, Qwen2.5 template with tools)."""
+    return models.model_path("qwen05")
+
+
+@pytest.fixture(scope="session")
+def qwen15_path() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct Q4_K_M (the same vocabulary as qwen05)."""
+    return models.model_path("qwen15")
+
+
+@pytest.fixture(scope="session")
 def smollm2(smollm2_path: Path) -> llamabind.Model:
     """One SmolLM2 model shared by the session (models are read-only)."""
     return llamabind.Model(smollm2_path)
