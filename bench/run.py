@@ -49,13 +49,13 @@ def sh(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
-def build_native() -> None:
+def build_native(extra_targets: tuple[str, ...] = ()) -> None:
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     steps = [
         ["cmake", "-S", str(ROOT), "-B", str(BUILD), *generator, "-DCMAKE_BUILD_TYPE=Release",
          "-DLLAMABIND_BUILD_BENCH_TOOLS=ON", "-DLLAMABIND_BUILD_PYTHON=OFF", "-DLLAMABIND_BUILD_EXAMPLES=OFF"],
         ["cmake", "--build", str(BUILD), "-j", str(os.cpu_count() or 2), "--target", "llama-bench",
-         "llama-batched-bench", "llama-embedding", "llamabind-bench"],
+         "llama-batched-bench", "llama-embedding", "llamabind-bench", *extra_targets],
     ]
     for cmd in steps:
         proc = sh(cmd)

@@ -39,13 +39,9 @@ def build(target_dir: Path | None = None) -> NativeBuild:
         "-DLLAMABIND_BUILD_REFERENCE_TOOLS=ON",
         "-DLLAMABIND_BUILD_PYTHON=OFF",
     ]
-    jobs = str(os.cpu_count() or 2)
     targets = ["llamabind-simple", "llamabind-ref-simple", "llamabind-batched"]
-    for cmd in (configure, ["cmake", "--build", str(out), "-j", jobs, "--target", *targets]):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            proc.check_returncode()
+    _run(configure)
+    _build_targets(out, targets)
     exe = ".exe" if os.name == "nt" else ""
     return NativeBuild(
         build_dir=out,
@@ -53,6 +49,26 @@ def build(target_dir: Path | None = None) -> NativeBuild:
         reference_simple=out / f"llamabind-ref-simple{exe}",
         batched=out / "examples" / "cpp" / f"llamabind-batched{exe}",
     )
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        proc.check_returncode()
+
+
+def _build_targets(out: Path, targets: list[str]) -> None:
+    _run(["cmake", "--build", str(out), "-j", str(os.cpu_count() or 2), "--target", *targets])
+
+
+def build_rpc_server(native: NativeBuild) -> Path:
+    """llama.cpp's RPC worker (tools/rpc/rpc-server.cpp, which llama.cpp installs as
+    ggml-rpc-server) compiled from the pinned source in `native`'s build, against the same
+    static libraries; raises CalledProcessError when it does not build."""
+    _build_targets(native.build_dir, ["llamabind-ref-rpc-server"])
+    exe = ".exe" if os.name == "nt" else ""
+    return native.build_dir / f"llamabind-ref-rpc-server{exe}"
 
 
 def build_reference_for_installed(native: NativeBuild, library_dir: Path) -> NativeBuild:

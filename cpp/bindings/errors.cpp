@@ -29,6 +29,7 @@ struct ErrorTypes {
     PyObject * grammar = nullptr;
     PyObject * adapter = nullptr;
     PyObject * quantize = nullptr;
+    PyObject * rpc = nullptr;
 };
 
 // The module keeps the classes alive; these are borrowed references.
@@ -106,6 +107,9 @@ void init_errors(py::module_ & m) {
     g_types.adapter = make_type(m, "AdapterError", {base},
                                 "A LoRA adapter or control vector could not be loaded or applied.");
     g_types.quantize = make_type(m, "QuantizeError", {base}, "Quantizing or saving a model failed.");
+    g_types.rpc = make_type(m, "RpcError", {base, PyExc_ConnectionError},
+                            "An RPC server cannot be reached, does not speak the protocol, or went away while holding\n"
+                            "part of a model; `endpoint` names it.");
 
     py::register_exception_translator([](std::exception_ptr p) {
         if (!p) {
@@ -143,6 +147,10 @@ void init_errors(py::module_ & m) {
             raise(g_types.adapter, e.what());
         } catch (const QuantizeError & e) {
             raise(g_types.quantize, e.what());
+        } catch (const RpcError & e) {
+            py::object exc = py::reinterpret_borrow<py::object>(g_types.rpc)(e.what());
+            exc.attr("endpoint") = e.endpoint();
+            PyErr_SetObject(g_types.rpc, exc.ptr());
         } catch (const Error & e) {
             raise(g_types.base, e.what());
         }

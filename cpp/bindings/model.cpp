@@ -46,7 +46,8 @@ std::shared_ptr<Model> load_model(const py::object & path, int32_t n_gpu_layers,
                                   int32_t main_gpu, const std::optional<std::vector<float>> & tensor_split,
                                   llama_load_mode load_mode, std::optional<bool> use_mmap, std::optional<bool> use_mlock,
                                   bool vocab_only, bool check_tensors, bool use_extra_bufts, bool no_host,
-                                  const py::object & kv_overrides, const py::object & progress_callback) {
+                                  const py::object & kv_overrides, const py::object & progress_callback,
+                                  const py::object & rpc_servers) {
     std::vector<std::string> paths;
     if (py::isinstance<py::list>(path) || py::isinstance<py::tuple>(path)) {
         for (const auto & p : path) {
@@ -70,6 +71,7 @@ std::shared_ptr<Model> load_model(const py::object & path, int32_t n_gpu_layers,
     params.use_extra_bufts = use_extra_bufts;
     params.no_host = no_host;
     params.kv_overrides = to_kv_overrides(kv_overrides, "Model");
+    params.rpc_servers = to_rpc_servers(rpc_servers);
     if (!progress_callback.is_none() && !PyCallable_Check(progress_callback.ptr())) {
         throw py::type_error("[Model] progress_callback must be callable");
     }
@@ -115,14 +117,20 @@ only drops this object's claim: the weights are freed when the last of them is g
              py::arg("use_mlock") = py::none(), py::arg("vocab_only") = d.vocab_only,
              py::arg("check_tensors") = d.check_tensors, py::arg("use_extra_bufts") = d.use_extra_bufts,
              py::arg("no_host") = d.no_host, py::arg("kv_overrides") = py::none(),
-             py::arg("progress_callback") = py::none(),
+             py::arg("progress_callback") = py::none(), py::arg("rpc_servers") = py::none(),
              "Loads a model. kv_overrides maps metadata keys to int/float/bool/str values;\n"
-             "progress_callback(progress: float) may return False to cancel.")
+             "progress_callback(progress: float) may return False to cancel. rpc_servers ('host:port,...'\n"
+             "or a list) puts n_gpu_layers layers on those RPC servers' devices (then this machine's GPUs),\n"
+             "spread by free memory or by tensor_split (one entry per device, in that order); the rest\n"
+             "stays on the CPU. An unreachable server raises ModelLoadError naming it. If a server goes\n"
+             "away later, the call using it raises RpcError and the model cannot be used any more.")
         .def("close", &Model::close, "Drops this object's claim on the weights. Idempotent.")
         .def_property_readonly("closed", &Model::closed)
         .def("__enter__", [](const std::shared_ptr<Model> & self) { return self; })
         .def("__exit__", [](Model & self, const py::args &) { self.close(); })
         .def_property_readonly("path", &Model::path, "The file the model was loaded from.")
+        .def_property_readonly("rpc_servers", &Model::rpc_servers,
+                               "The RPC servers the model was loaded over ('host:port'), [] without.")
         .def_property_readonly("vocab", &Model::vocab, "The model's vocabulary (keeps the model alive).")
         .def_property_readonly("desc", &Model::desc, "A short description: architecture, size, quantization.")
         .def_property_readonly("size", &Model::size, "Total bytes of all tensors.")

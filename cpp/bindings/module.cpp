@@ -17,9 +17,11 @@ PYBIND11_MODULE(_core, m) {
     b::init_backend(m);
     b::init_vocab(m);  // before Model, whose `vocab` property returns it
     b::init_model(m);
+    b::init_rpc(m);
     b::init_lora(m);
     b::init_batch(m);
     b::init_context(m);
     b::init_sampler(m);
     b::init_engine(m);
+    b::init_speculative(m);
 }

@@ -20,7 +20,9 @@
 
 #include "ggml-backend.h"
 #include "llama.h"
+#include "detail.hpp"
 #include "llamabind/errors.hpp"
+#include "llamabind/rpc.hpp"
 
 #ifndef LLAMABIND_VERSION
 #define LLAMABIND_VERSION "0.0.0"
@@ -319,13 +321,28 @@ void clear_last_error_log() {
     errors.last_was_error = false;
 }
 
+namespace detail {
+
+void set_last_error_log(const std::string & text) {
+    auto & errors = thread_errors();
+    errors.text = text;
+    errors.last_was_error = false;
+}
+
+}  // namespace detail
+
 std::string version() { return LLAMABIND_VERSION; }
 std::string llama_cpp_version() { return llama_version(); }
 std::string llama_cpp_pin() { return LLAMABIND_LLAMA_CPP_PIN; }
 
 std::string system_info() {
     ensure_backend();
-    return llama_print_system_info();
+    std::string info = llama_print_system_info();
+    // llama.cpp lists the backends that report features; the RPC backend reports none.
+    if (ggml_backend_reg_by_name("RPC") != nullptr) {
+        info += "RPC : PROTOCOL = " + rpc_protocol_version() + " | ";
+    }
+    return info;
 }
 
 bool supports_mmap() { return llama_supports_mmap(); }

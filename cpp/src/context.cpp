@@ -12,6 +12,7 @@
 #include "llamabind/lora.hpp"
 #include "llamabind/model.hpp"
 #include "ggml.h"
+#include "rpc_link.hpp"
 
 namespace llamabind {
 
@@ -158,6 +159,10 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams & params) : m
         throw InvalidArgument("[Context] n_ctx=0 asks for the training context, but the model does not declare one");
     }
     check_supported(model_handle.get(), params);
+    rpc_ = model_->rpc_link();
+    if (rpc_) {
+        rpc_->check("Context");
+    }
 
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = params.n_ctx;
@@ -190,7 +195,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams & params) : m
     cp.abort_callback_data = this;
 
     clear_last_error_log();
-    llama_context * raw = llama_init_from_model(model_handle.get(), cp);
+    llama_context * raw = detail::rpc_guarded(rpc_, "Context", [&] { return llama_init_from_model(model_handle.get(), cp); });
     if (raw == nullptr) {
         const std::string reason = last_error_log();
         const std::string message =
@@ -202,7 +207,14 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams & params) : m
         throw Error(message);
     }
     // The deleter keeps the model alive until the context is gone, whoever goes first.
-    ctx_ = std::shared_ptr<llama_context>(raw, [model_handle](llama_context * c) { llama_free(c); });
+    // A context on a lost RPC server is leaked (RpcLink::release), not freed.
+    ctx_ = std::shared_ptr<llama_context>(raw, [model_handle, rpc = rpc_](llama_context * c) {
+        if (rpc) {
+            rpc->release([c] { llama_free(c); });
+        } else {
+            llama_free(c);
+        }
+    });
     leases_ = std::make_shared<std::atomic<int>>(0);
 
     n_vocab_ = llama_vocab_n_tokens(llama_model_get_vocab(model_handle.get()));
@@ -239,6 +251,9 @@ bool Context::closed() const noexcept { return !ctx_; }
 llama_context * Context::require() const {
     if (!ctx_) {
         throw Closed("[Context] the context is closed");
+    }
+    if (rpc_) {
+        rpc_->check("Context");
     }
     return ctx_.get();
 }
@@ -375,7 +390,13 @@ void Context::run_locked(const Batch & batch, bool encode, const std::atomic<boo
     clear_last_error_log();
     n_outputs_ = 0;
     stop_.store(stop, std::memory_order_relaxed);
-    const int32_t rc = encode ? llama_encode(ctx, b) : llama_decode(ctx, b);
+    int32_t rc = 0;
+    try {
+        rc = detail::rpc_guarded(rpc_, where, [&] { return encode ? llama_encode(ctx, b) : llama_decode(ctx, b); });
+    } catch (...) {
+        stop_.store(nullptr, std::memory_order_relaxed);
+        throw;
+    }
     stop_.store(nullptr, std::memory_order_relaxed);
     if (rc == 0) {
         n_outputs_ = n_out;
@@ -624,7 +645,8 @@ OutputLease Context::acquire_outputs() const {
 
 void Context::memory_clear(bool data) {
     std::lock_guard<std::mutex> lock(mutex_);
-    llama_memory_clear(llama_get_memory(require()), data);
+    llama_context * ctx = require();
+    detail::rpc_guarded(rpc_, "Context.memory_clear", [&] { llama_memory_clear(llama_get_memory(ctx), data); });
 }
 
 bool Context::seq_rm(llama_seq_id seq_id, llama_pos p0, llama_pos p1) {
@@ -725,7 +747,8 @@ std::vector<uint8_t> Context::state_get() {
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
     std::vector<uint8_t> data(llama_state_get_size(ctx));
-    const std::size_t n = llama_state_get_data(ctx, data.data(), data.size());
+    const std::size_t n =
+        detail::rpc_guarded(rpc_, "Context.state_get", [&] { return llama_state_get_data(ctx, data.data(), data.size()); });
     data.resize(n);
     return data;
 }
@@ -737,10 +760,11 @@ void Context::state_set(const uint8_t * data, std::size_t size) {
         throw StateError("[Context.state_set] empty state");
     }
     clear_last_error_log();
-    const std::size_t n = llama_state_set_data(ctx, data, size);
+    const std::size_t n =
+        detail::rpc_guarded(rpc_, "Context.state_set", [&] { return llama_state_set_data(ctx, data, size); });
     if (n == 0) {
         // A failed read may have loaded part of the state; leave an empty, valid context.
-        llama_memory_clear(llama_get_memory(ctx), true);
+        detail::rpc_guarded(rpc_, "Context.state_set", [&] { llama_memory_clear(llama_get_memory(ctx), true); });
         n_outputs_ = 0;
         last_output_flags_.clear();
         throw StateError(detail::with_reason("[Context.state_set] the state does not fit this context (another "
@@ -755,7 +779,8 @@ void Context::state_save_file(const std::string & path, const std::vector<llama_
     llama_context * ctx = require();
     detail::check_no_nul(path, "Context.state_save_file", "the path");
     clear_last_error_log();
-    if (!llama_state_save_file(ctx, path.c_str(), tokens.data(), tokens.size())) {
+    if (!detail::rpc_guarded(rpc_, "Context.state_save_file",
+                             [&] { return llama_state_save_file(ctx, path.c_str(), tokens.data(), tokens.size()); })) {
         throw StateError(detail::with_reason("[Context.state_save_file] could not write '" + path + "'"));
     }
 }
@@ -767,8 +792,9 @@ std::vector<llama_token> Context::state_load_file(const std::string & path, std:
     std::vector<llama_token> tokens(token_capacity);
     std::size_t n = 0;
     clear_last_error_log();
-    if (!llama_state_load_file(ctx, path.c_str(), tokens.data(), tokens.size(), &n)) {
-        llama_memory_clear(llama_get_memory(ctx), true);
+    if (!detail::rpc_guarded(rpc_, "Context.state_load_file",
+                             [&] { return llama_state_load_file(ctx, path.c_str(), tokens.data(), tokens.size(), &n); })) {
+        detail::rpc_guarded(rpc_, "Context.state_load_file", [&] { llama_memory_clear(llama_get_memory(ctx), true); });
         n_outputs_ = 0;
         last_output_flags_.clear();
         throw StateError(detail::with_reason("[Context.state_load_file] could not load '" + path +
@@ -789,7 +815,9 @@ std::vector<uint8_t> Context::state_seq_get(llama_seq_id seq_id, llama_state_seq
         throw StateError(detail::with_reason("[Context.state_seq_get] could not size the state of sequence " +
                                              std::to_string(seq_id)));
     }
-    const std::size_t n = llama_state_seq_get_data_ext(ctx, data.data(), data.size(), seq_id, flags);
+    const std::size_t n = detail::rpc_guarded(rpc_, "Context.state_seq_get", [&] {
+        return llama_state_seq_get_data_ext(ctx, data.data(), data.size(), seq_id, flags);
+    });
     if (n == 0) {
         throw StateError(detail::with_reason("[Context.state_seq_get] could not read the state of sequence " +
                                              std::to_string(seq_id)));
@@ -807,7 +835,8 @@ void Context::state_seq_set(const uint8_t * data, std::size_t size, llama_seq_id
         throw StateError("[Context.state_seq_set] empty state");
     }
     clear_last_error_log();
-    if (llama_state_seq_set_data_ext(ctx, data, size, dest_seq_id, flags) == 0) {
+    if (detail::rpc_guarded(rpc_, "Context.state_seq_set",
+                            [&] { return llama_state_seq_set_data_ext(ctx, data, size, dest_seq_id, flags); }) == 0) {
         llama_memory_seq_rm(llama_get_memory(ctx), dest_seq_id, -1, -1);
         throw StateError(detail::with_reason("[Context.state_seq_set] the state does not fit sequence " +
                                              std::to_string(dest_seq_id) + " of this context; the sequence was cleared"));
@@ -820,7 +849,9 @@ void Context::state_seq_save_file(const std::string & path, llama_seq_id seq_id,
     check_seq(seq_id, "Context.state_seq_save_file", false);
     detail::check_no_nul(path, "Context.state_seq_save_file", "the path");
     clear_last_error_log();
-    if (llama_state_seq_save_file(ctx, path.c_str(), seq_id, tokens.data(), tokens.size()) == 0) {
+    if (detail::rpc_guarded(rpc_, "Context.state_seq_save_file", [&] {
+            return llama_state_seq_save_file(ctx, path.c_str(), seq_id, tokens.data(), tokens.size());
+        }) == 0) {
         throw StateError(detail::with_reason("[Context.state_seq_save_file] could not write '" + path + "'"));
     }
 }
@@ -834,7 +865,9 @@ std::vector<llama_token> Context::state_seq_load_file(const std::string & path, 
     std::vector<llama_token> tokens(std::max<std::size_t>(token_capacity, 1));
     std::size_t n = 0;
     clear_last_error_log();
-    if (llama_state_seq_load_file(ctx, path.c_str(), dest_seq_id, tokens.data(), token_capacity, &n) == 0) {
+    if (detail::rpc_guarded(rpc_, "Context.state_seq_load_file", [&] {
+            return llama_state_seq_load_file(ctx, path.c_str(), dest_seq_id, tokens.data(), token_capacity, &n);
+        }) == 0) {
         llama_memory_seq_rm(llama_get_memory(ctx), dest_seq_id, -1, -1);
         throw StateError(detail::with_reason("[Context.state_seq_load_file] could not load '" + path +
                                              "' into sequence " + std::to_string(dest_seq_id) +
@@ -871,7 +904,7 @@ llama_perf_context_data Context::perf() const {
     std::lock_guard<std::mutex> lock(mutex_);
     llama_context * ctx = require();
     // llama.cpp adds a decode to its counters only when it synchronizes.
-    llama_synchronize(ctx);
+    detail::rpc_guarded(rpc_, "Context.perf", [&] { llama_synchronize(ctx); });
     return llama_perf_context(ctx);
 }
 
@@ -896,7 +929,8 @@ void Context::set_lora_adapters(const std::vector<std::pair<std::shared_ptr<Lora
         scales.push_back(scale);
     }
     clear_last_error_log();
-    if (llama_set_adapters_lora(ctx, raw.data(), raw.size(), scales.data()) != 0) {
+    if (detail::rpc_guarded(rpc_, "Context.set_lora_adapters",
+                            [&] { return llama_set_adapters_lora(ctx, raw.data(), raw.size(), scales.data()); }) != 0) {
         throw AdapterError(detail::with_reason("[Context.set_lora_adapters] llama.cpp refused the adapters"));
     }
     adapters_ = std::move(keep);
@@ -925,7 +959,9 @@ void Context::set_control_vector(const std::vector<float> & data, int32_t n_embd
                               std::to_string(il_end) + "] is outside [1, " + std::to_string(n_layer) + "]");
     }
     clear_last_error_log();
-    if (llama_set_adapter_cvec(ctx, data.data(), data.size(), n_embd, il_start, il_end) != 0) {
+    if (detail::rpc_guarded(rpc_, "Context.set_control_vector", [&] {
+            return llama_set_adapter_cvec(ctx, data.data(), data.size(), n_embd, il_start, il_end);
+        }) != 0) {
         throw AdapterError(detail::with_reason("[Context.set_control_vector] llama.cpp refused the control vector"));
     }
 }
@@ -937,7 +973,8 @@ void Context::clear_control_vector() {
 
 void Context::synchronize() {
     std::lock_guard<std::mutex> lock(mutex_);
-    llama_synchronize(require());
+    llama_context * ctx = require();
+    detail::rpc_guarded(rpc_, "Context.synchronize", [&] { llama_synchronize(ctx); });
 }
 
 }  // namespace llamabind

@@ -40,6 +40,10 @@ void check_no_nul(const std::string & s, const char * where, const char * what);
 // Appends llama.cpp's most recent error log line (this thread) to `message`.
 std::string with_reason(std::string message);
 
+// Replaces this thread's error log (backend.hpp's last_error_log) with `text`: a llama.cpp
+// call made on another thread for this one hands its failure reasons over.
+void set_last_error_log(const std::string & text);
+
 // Calls a llama.cpp "write into buf, return the length" function, growing the buffer.
 std::string read_meta_string(const std::function<int32_t(char *, std::size_t)> & read);
 

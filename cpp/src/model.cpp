@@ -11,7 +11,9 @@
 #include "gguf_check.hpp"
 #include "llamabind/backend.hpp"
 #include "llamabind/errors.hpp"
+#include "llamabind/rpc.hpp"
 #include "llamabind/vocab.hpp"
+#include "rpc_link.hpp"
 
 namespace llamabind {
 
@@ -247,6 +249,11 @@ std::shared_ptr<Model> load_impl(const std::vector<std::string> & paths, const M
     ensure_backend();
 
     llama_model_params mp = llama_model_default_params();
+    std::shared_ptr<detail::RpcLink> rpc;
+    if (!params.rpc_servers.empty() && !params.vocab_only) {
+        rpc = detail::RpcLink::open(parse_rpc_servers(params.rpc_servers), paths[0], where);
+        mp.devices = rpc->devices();
+    }
     mp.n_gpu_layers = params.n_gpu_layers;
     mp.split_mode = params.split_mode;
     mp.main_gpu = params.main_gpu;
@@ -289,18 +296,29 @@ std::shared_ptr<Model> load_impl(const std::vector<std::string> & paths, const M
 
     clear_last_error_log();
     llama_model * raw = nullptr;
-    if (paths.size() == 1) {
-        raw = llama_model_load_from_file(paths[0].c_str(), mp);
-    } else {
-        std::vector<const char *> cpaths;
-        for (const auto & p : paths) {
-            cpaths.push_back(p.c_str());
-        }
-        raw = llama_model_load_from_splits(cpaths.data(), cpaths.size(), mp);
+    std::vector<const char *> cpaths;
+    for (const auto & p : paths) {
+        cpaths.push_back(p.c_str());
     }
+    try {
+        detail::rpc_guarded(rpc, where, [&] {
+            raw = cpaths.size() == 1 ? llama_model_load_from_file(cpaths[0], mp)
+                                     : llama_model_load_from_splits(cpaths.data(), cpaths.size(), mp);
+        });
+    } catch (const RpcError & e) {
+        throw ModelLoadError(std::string("[") + where + "] cannot load '" + paths[0] + "': " + e.what(), paths[0]);
+    }
+    // Frees through the RPC guard: a model on a server that went away is leaked, not freed.
+    auto free_model = [rpc](llama_model * m) {
+        if (rpc) {
+            rpc->release([m] { llama_model_free(m); });
+        } else {
+            llama_model_free(m);
+        }
+    };
     if (progress.error) {
         if (raw) {
-            llama_model_free(raw);
+            free_model(raw);
         }
         std::rethrow_exception(progress.error);
     }
@@ -314,9 +332,9 @@ std::shared_ptr<Model> load_impl(const std::vector<std::string> & paths, const M
                                                  paths[0] + "'"),
                              paths[0]);
     }
-    std::shared_ptr<llama_model> handle(raw, [](llama_model * m) { llama_model_free(m); });
+    std::shared_ptr<llama_model> handle(raw, free_model);
     check_special_tokens(raw, paths[0], where);
-    return std::make_shared<Model>(std::move(handle), paths[0]);
+    return std::make_shared<Model>(std::move(handle), paths[0], std::move(rpc));
 }
 
 }  // namespace
@@ -329,7 +347,10 @@ std::shared_ptr<Model> Model::load_splits(const std::vector<std::string> & paths
     return load_impl(paths, params, "Model.load_splits");
 }
 
-Model::Model(std::shared_ptr<llama_model> handle, std::string path) : handle_(std::move(handle)), path_(std::move(path)) {}
+Model::Model(std::shared_ptr<llama_model> handle, std::string path, std::shared_ptr<detail::RpcLink> rpc)
+    : handle_(std::move(handle)), path_(std::move(path)), rpc_(std::move(rpc)) {}
+
+std::vector<std::string> Model::rpc_servers() const { return rpc_ ? rpc_->endpoints() : std::vector<std::string>{}; }
 
 void Model::close() noexcept { std::atomic_store(&handle_, std::shared_ptr<llama_model>()); }
 

@@ -51,6 +51,12 @@ class BackendInfo(TypedDict):
     extension (a source build, compiled for the build machine unless ``GGML_NATIVE=OFF``)."""
     gpu_offload: bool
     """Whether a GPU backend is loaded and has a device, so ``n_gpu_layers`` takes effect."""
+    rpc: bool
+    """Whether ggml's RPC backend is available: ``Llama(rpc_servers=...)`` spreads a model over
+    other machines, ``llamabind rpc-server`` serves this one (README, "Several machines")."""
+    rpc_protocol: Optional[str]
+    """The RPC protocol version spoken (``"7.0.0"``; workers must share the major version), or
+    ``None`` without the RPC backend."""
     backends: List[BackendDescription]
     """Every backend in use, in ggml's order (GPU backends first, the CPU last)."""
 
@@ -64,10 +70,13 @@ def backend_info() -> BackendInfo:
     dynamic = bool(_core.dynamic_backends())
     cpu = next((b for b in backends if b["name"] == "CPU"), None)
     cpu_variant = cpu["variant"] if cpu is not None and dynamic else None
+    rpc = any(b["name"] == "RPC" for b in backends)
     return BackendInfo(
         dynamic=dynamic,
         directory=_core.backend_directory() or None,
         cpu_variant=cpu_variant,
         gpu_offload=bool(_core.supports_gpu_offload()),
+        rpc=rpc,
+        rpc_protocol=_core.rpc_protocol_version() if rpc else None,
         backends=backends,
     )

@@ -16,7 +16,7 @@ from typing import Any
 from . import _tools
 from ._core import Vocab
 from ._request import CompletionRequest
-from ._responses import chat_collect, chat_response_as_stream, chat_stream, chat_with_tools
+from ._responses import chat_collect, chat_stream, chat_tool_stream, chat_with_tools
 from .llama_grammar import JSON_GBNF, LlamaGrammar
 
 # create_chat_completion's keywords that go on to the completion unchanged.
@@ -102,10 +102,12 @@ def plan_chat(arguments: Mapping[str, Any], *, formatter: Any, template: str | N
 
 def chat_response(plan: ChatPlan, chunks: Iterator[dict[str, Any]], stream: bool) -> Any:
     """The chat.completion dict (or, streamed, its chunks) of the completion's chunk dicts."""
-    if plan.tool_plan is not None:
-        response = chat_with_tools(chat_collect(chunks, plan.with_logprobs), plan.tool_plan.format,
-                                   plan.legacy_functions)
-        return chat_response_as_stream(response) if stream else response
+    tools = plan.tool_plan
+    if tools is not None:
+        if stream:
+            return chat_tool_stream(chunks, tools.format, tools.names, plan.legacy_functions, plan.with_logprobs)
+        return chat_with_tools(chat_collect(chunks, plan.with_logprobs), tools.format, tools.names,
+                               plan.legacy_functions)
     if stream:
         return chat_stream(chunks, plan.with_logprobs)
     return chat_collect(chunks, plan.with_logprobs)

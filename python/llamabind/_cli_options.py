@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import models
-from ._core import LlamaError, llama_cpp_pin, version
+from ._core import LlamaError, SplitMode, llama_cpp_pin, parse_rpc_servers, version
 from .llama import Llama
 from .llama_grammar import JSON_GBNF, GrammarParseError, LlamaGrammar
 from .models import FetchError
@@ -151,6 +151,16 @@ def context_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.lora_path:
         kw.update(lora_path=args.lora_path, lora_scale=args.lora_scale)
+    if args.rpc_servers:
+        kw["rpc_servers"] = args.rpc_servers
+    if getattr(args, "draft_model", None):
+        kw.update(draft_model_path=args.draft_model, n_draft=args.n_draft)
+    if args.tensor_split is not None:
+        kw["tensor_split"] = args.tensor_split
+    if args.split_mode is not None:
+        kw["split_mode"] = SplitMode[args.split_mode.upper()]
+    if args.main_gpu is not None:
+        kw["main_gpu"] = args.main_gpu
     if getattr(args, "seed", None) is not None:
         kw["seed"] = args.seed
     if getattr(args, "chat_format", None):
@@ -196,6 +206,26 @@ def grammar(args: argparse.Namespace) -> Any:
     return None
 
 
+def _rpc_servers(value: str) -> list[str]:
+    try:
+        servers: list[str] = parse_rpc_servers(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(one_line(exc)) from None
+    if not servers:
+        raise argparse.ArgumentTypeError("expected host:port[,host:port...]")
+    return servers
+
+
+def _proportions(value: str) -> list[float]:
+    try:
+        parts = [float(x) for x in value.replace("/", ",").split(",")]
+    except ValueError:
+        parts = []
+    if not parts or any(not x >= 0 for x in parts):
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers separated by commas (e.g. 3,1), got {value!r}")
+    return parts
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     src = g.add_mutually_exclusive_group()
@@ -223,6 +253,26 @@ def add_context_options(p: argparse.ArgumentParser, n_ctx: int = 2048) -> None:
     g.add_argument("--no-mmap", action="store_true", help="read the model into memory instead of mapping it")
     g.add_argument("--lora-path", metavar="PATH", help="apply a LoRA adapter (GGUF)")
     g.add_argument("--lora-scale", type=float, default=1.0, metavar="X", help="LoRA scale (default 1.0)")
+    d = p.add_argument_group("devices (Llama constructor keywords)")
+    d.add_argument("--rpc", dest="rpc_servers", type=_rpc_servers, default=None, metavar="HOST:PORT,...",
+                   help="spread the model over these RPC servers (`llamabind rpc-server` or llama.cpp's "
+                        "rpc-server): --n-gpu-layers layers go to them, the rest run here")
+    d.add_argument("-ts", "--tensor-split", type=_proportions, default=None, metavar="N,N,...",
+                   help="shares of the offloaded layers per device, RPC servers first in the order given "
+                        "(e.g. 3,1; default: by free memory)")
+    d.add_argument("-sm", "--split-mode", choices=["none", "layer", "row", "tensor"], default=None,
+                   help="how to split the model across devices (default layer)")
+    d.add_argument("-mg", "--main-gpu", type=int, default=None, metavar="N",
+                   help="the device for the whole model with --split-mode none (default 0)")
+
+
+def add_draft_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speculative decoding (Llama constructor keywords)")
+    g.add_argument("-md", "--draft-model", metavar="PATH", default=None,
+                   help="a smaller GGUF with the model's vocabulary that drafts tokens for the model to verify "
+                        "(same output, faster when the drafts are right)")
+    g.add_argument("--n-draft", type=int, default=None, metavar="N",
+                   help="most tokens drafted per step (default 8; fewer, or none, where that measures faster)")
 
 
 def add_sampling_options(p: argparse.ArgumentParser, temperature: float) -> None:

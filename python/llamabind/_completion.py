@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._core import Model, SamplerChain, Vocab
+from ._core import Model, SamplerChain, Speculator, Vocab
 from ._engine import EngineRequest, EngineRunner
 from ._engine_path import check_engine_request, engine_tokens, submit
 from ._generation import Chunk, ChunkMaker, echo_records, sequence_tokens, text_chunks
 from ._request import CompletionRequest, Prompt
 from ._responses import collect_completion, completion_chunks, strip_private
 from ._sequence import Owner, SingleSequence
+from ._speculation import input_ids, speculative_tokens
 from .sampling import SamplingParams
 
 
@@ -92,6 +93,7 @@ class Completer:
     prompts: PromptBuilder
     model_name: str
     check_open: Callable[[], object]
+    speculator: Speculator | None = None  # speculative decoding on the single sequence
 
     def chunks(self, request: CompletionRequest) -> Iterator[dict[str, Any]]:
         """The completion chunk dicts (with "_n") of one request: from the engine when there is
@@ -143,16 +145,23 @@ class Completer:
         vocab = self.vocab()
         budget = request.budget(len(prompt_tokens), seq.n_ctx)
         want_logprobs = request.logprobs is not None
+        spec = self.speculator if budget > 0 and len(prompt_tokens) > 1 else None
+        # Speculation evaluates the prompt's last token together with the first draft.
+        held = prompt_tokens[:-1] if spec is not None else prompt_tokens
         if request.echo and want_logprobs:
             yield Chunk(prompt_text, echo_records(seq, vocab, prompt_tokens, int(request.logprobs or 0)))
         else:
-            seq.prepare(prompt_tokens, cancel=cancel)
+            seq.prepare(held, cancel=cancel)
             if request.echo:
                 yield Chunk(prompt_text)
-        seq.keep(owner, prompt_tokens, cancel)
-        chain = self._chain(request.params, prompt_tokens)
-        tokens = sequence_tokens(seq, owner, chain, vocab, prompt_tokens, budget, cancel,
-                                 want_rows=want_logprobs or request.stopping_criteria is not None)
+        seq.keep(owner, held, cancel)
+        want_rows = want_logprobs or request.stopping_criteria is not None
+        if spec is not None:
+            chain = self._chain(request.params, prompt_tokens, input_ids(spec))
+            tokens = speculative_tokens(seq, owner, chain, vocab, spec, prompt_tokens, budget, cancel, want_rows)
+        else:
+            chain = self._chain(request.params, prompt_tokens)
+            tokens = sequence_tokens(seq, owner, chain, vocab, prompt_tokens, budget, cancel, want_rows=want_rows)
         # As in llama-cpp-python, offsets count from the start of the prompt text.
         maker = ChunkMaker(vocab, request.stop, request.logprobs, len(prompt_text))
         yield from text_chunks(tokens, maker, prompt_tokens, budget, request.stopping_criteria)

@@ -9,7 +9,7 @@ import numpy
 import numpy.dtypes
 import numpy.typing
 import typing
-__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'Engine', 'EngineEvent', 'FType', 'FatalDecodeError', 'FinishReason', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelLoadError', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'SamplerChain', 'SplitMode', 'StateError', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'quantize', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
+__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'Drafter', 'Engine', 'EngineEvent', 'FType', 'FatalDecodeError', 'FinishReason', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelDrafter', 'ModelLoadError', 'NgramDrafter', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'RpcError', 'SamplerChain', 'Speculator', 'SplitMode', 'StateError', 'StepResult', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'check_draft_vocab', 'check_rpc_server', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'parse_rpc_servers', 'quantize', 'rpc_protocol_version', 'rpc_server_devices', 'serve_rpc', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
 class LlamaError(Exception):
     """Base class of every error raised by llamabind."""
 
@@ -58,6 +58,10 @@ class AdapterError(LlamaError):
 
 class QuantizeError(LlamaError):
     """Quantizing or saving a model failed."""
+
+class RpcError(LlamaError, ConnectionError):
+    """An RPC server cannot be reached, does not speak the protocol, or went away while holding
+part of a model; `endpoint` names it."""
 
 class AttentionType(enum.IntEnum):
     """Attention used for embeddings."""
@@ -367,10 +371,14 @@ class Model:
         ...
     def __exit__(self, *args) -> None:
         ...
-    def __init__(self, path: typing.Any, *, n_gpu_layers: typing.SupportsInt | typing.SupportsIndex = -1, split_mode: SplitMode = SplitMode.LAYER, main_gpu: typing.SupportsInt | typing.SupportsIndex = 0, tensor_split: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex] | None = None, load_mode: LoadMode = LoadMode.AUTO, use_mmap: bool | None = None, use_mlock: bool | None = None, vocab_only: bool = False, check_tensors: bool = False, use_extra_bufts: bool = True, no_host: bool = False, kv_overrides: typing.Any = None, progress_callback: typing.Any = None) -> None:
+    def __init__(self, path: typing.Any, *, n_gpu_layers: typing.SupportsInt | typing.SupportsIndex = -1, split_mode: SplitMode = SplitMode.LAYER, main_gpu: typing.SupportsInt | typing.SupportsIndex = 0, tensor_split: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex] | None = None, load_mode: LoadMode = LoadMode.AUTO, use_mmap: bool | None = None, use_mlock: bool | None = None, vocab_only: bool = False, check_tensors: bool = False, use_extra_bufts: bool = True, no_host: bool = False, kv_overrides: typing.Any = None, progress_callback: typing.Any = None, rpc_servers: typing.Any = None) -> None:
         """
         Loads a model. kv_overrides maps metadata keys to int/float/bool/str values;
-        progress_callback(progress: float) may return False to cancel.
+        progress_callback(progress: float) may return False to cancel. rpc_servers ('host:port,...'
+        or a list) puts n_gpu_layers layers on those RPC servers' devices (then this machine's GPUs),
+        spread by free memory or by tensor_split (one entry per device, in that order); the rest
+        stays on the CPU. An unreachable server raises ModelLoadError naming it. If a server goes
+        away later, the call using it raises RpcError and the model cannot be used any more.
         """
     def __repr__(self) -> str:
         ...
@@ -485,6 +493,11 @@ class Model:
     @property
     def rope_type(self) -> RopeType:
         ...
+    @property
+    def rpc_servers(self) -> list[str]:
+        """
+        The RPC servers the model was loaded over ('host:port'), [] without.
+        """
     @property
     def size(self) -> int:
         """
@@ -1118,6 +1131,171 @@ class Engine:
         Counters: steps, tokens_generated, prompt_tokens, prompt_tokens_evaluated,
         prompt_tokens_shared (copied from another sequence) and max_active (most sequences in one batch).
         """
+class Drafter:
+    """
+    Proposes tokens for a Speculator to verify: ModelDrafter (a draft model) or NgramDrafter
+    (prompt lookup). Any callable taking the tokens so far (int32 array) and returning draft
+    tokens can be given to Speculator as well.
+    """
+    def draft(self, tokens: typing.Any, n_max: typing.SupportsInt | typing.SupportsIndex) -> list[int]:
+        """
+        Up to n_max tokens likely to follow `tokens` (whose last token the target has not evaluated).
+        """
+class ModelDrafter(Drafter):
+    """
+    A draft model with the target's vocabulary: drafts greedily in its own context, kept in
+    step with the target's tokens (only what it lacks is evaluated; cells of rejected drafts are
+    removed).
+
+        draft_ctx = Context(draft_model, n_ctx=4096)
+        drafter = ModelDrafter(draft_ctx, target_model)
+
+    Raises ValueError when the vocabularies differ as llama.cpp checks them (type, BOS/EOS,
+    size within 128 tokens, the text of every token from id 5 on). p_min > 0 ends a draft at the
+    first token the draft model gives less than that probability. max_catch_up > 0: after a
+    pause in drafting longer than that many generated tokens, the draft context starts over
+    from the last max_catch_up tokens instead of evaluating all of them.
+    """
+    def __init__(self, ctx: Context, target: Model, *, p_min: typing.SupportsFloat | typing.SupportsIndex = 0.0, max_catch_up: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+    @property
+    def context(self) -> Context:
+        """
+        The draft model's context.
+        """
+    @property
+    def held(self) -> numpy.typing.NDArray[numpy.int32]:
+        """
+        The tokens the draft context holds in sequence 0.
+        """
+class NgramDrafter(Drafter):
+    """
+    Prompt lookup: proposes what followed the latest earlier occurrence of the last n tokens (n
+    from max_ngram down to min_ngram), and keeps following a stretch the output reproduces.
+    """
+    def __init__(self, max_ngram: typing.SupportsInt | typing.SupportsIndex = 3, min_ngram: typing.SupportsInt | typing.SupportsIndex = 1) -> None:
+        ...
+    @property
+    def max_ngram(self) -> int:
+        ...
+    @property
+    def min_ngram(self) -> int:
+        ...
+class StepResult:
+    """
+    What one Speculator step emitted.
+    """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def eog(self) -> bool:
+        """
+        An end-of-generation token was drawn after `tokens` (not among them).
+        """
+    @property
+    def n_accepted(self) -> int:
+        """
+        Of those, how many the target's sampler drew too.
+        """
+    @property
+    def n_drafted(self) -> int:
+        """
+        Drafted tokens the target evaluated.
+        """
+    @property
+    def n_evaluated(self) -> int:
+        """
+        Tokens sequence 0 holds after the step (the pending token not counted).
+        """
+    @property
+    def rows(self) -> list[int]:
+        """
+        For each token, the entry of the target's last batch its logits are at (-1: the last output).
+        """
+    @property
+    def tokens(self) -> list[int]:
+        """
+        The target sampler's draws, in order.
+        """
+class Speculator:
+    """
+    Speculative decoding of sequence 0 of a target Context: each step evaluates the pending token
+    and a draft in one batch, and the target's own sampler draws every emitted token (a drafted
+    token is kept when the draw equals it). The output is what plain decoding with the same
+    sampler gives, with sampling too; cells of rejected drafts are removed.
+
+        spec = Speculator(ctx, NgramDrafter(3), n_draft=8)
+        ctx.decode_tokens(prompt, pos0=0)
+        spec.begin(prompt)
+        while n < 100:
+            r = spec.step(sampler, 100 - n)       # GIL released
+            n += len(r.tokens)
+            if r.eog: break
+
+    drafter: a ModelDrafter, an NgramDrafter, a callable returning draft tokens for the tokens so
+    far (a LlamaDraftModel), or None (then step() drafts only what it is given). adaptive=True
+    chooses each step's draft length (0 to n_draft) from the measured cost of drafting and
+    verifying and the acceptance so far, for the most tokens per second; False always drafts
+    n_draft tokens.
+    """
+    def __enter__(self) -> typing.Any:
+        ...
+    def __exit__(self, *args) -> None:
+        ...
+    def __init__(self, target: Context, drafter: typing.Any = None, *, n_draft: typing.SupportsInt | typing.SupportsIndex = 8, adaptive: bool = True) -> None:
+        ...
+    def begin(self, tokens: typing.Any, pending: typing.SupportsInt | typing.SupportsIndex | None = None) -> None:
+        """
+        Starts (or resumes) a sequence: sequence 0 of the target holds `tokens` (evaluated, the last
+        one's logits its last output); `pending`: a token emitted after them, not yet evaluated.
+        """
+    def close(self) -> None:
+        """
+        Drops the contexts and the drafter. Idempotent; other methods raise ClosedError after.
+        """
+    def estimates(self) -> dict:
+        """
+        What the adaptive mode knows: verify_s (seconds of a target decode of k + 1 tokens, for
+        k = 0..n_draft), draft_s_per_token, expected_tokens and tokens_per_s per draft length k.
+        """
+    def reset_stats(self) -> None:
+        ...
+    def step(self, sampler: SamplerChain, max_tokens: typing.SupportsInt | typing.SupportsIndex, drafts: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] | None = None) -> StepResult:
+        """
+        One step: draft, evaluate the pending token with the draft in one batch (GIL released),
+        sample. Emits 1 to max_tokens tokens. drafts: tokens to verify instead of the drafter's.
+        """
+    @property
+    def adaptive(self) -> bool:
+        ...
+    @property
+    def closed(self) -> bool:
+        ...
+    @property
+    def drafter(self) -> typing.Any:
+        """
+        The drafter (the callable itself for one written in Python).
+        """
+    @property
+    def has_pending(self) -> bool:
+        ...
+    @property
+    def n_draft(self) -> int:
+        ...
+    @property
+    def n_evaluated(self) -> int:
+        ...
+    @property
+    def stats(self) -> dict:
+        """
+        Totals: n_steps, n_drafted, n_accepted, n_emitted, n_draft_steps, t_draft_s, t_verify_s and
+        acceptance (n_accepted / n_drafted).
+        """
+    @property
+    def tokens(self) -> numpy.typing.NDArray[numpy.int32]:
+        """
+        The sequence: evaluated tokens, then the pending one (an int32 array, a copy).
+        """
 def backend_directory() -> str:
     """
     The directory backend modules were loaded from; '' when they are built in.
@@ -1136,6 +1314,15 @@ def chat_apply_template(template: str, messages: collections.abc.Iterable, add_a
     """
     Formats messages (dicts with 'role' and 'content', or (role, content) pairs) with one of llama.cpp's
     built-in templates, given by name (see builtin_chat_templates()) or by Jinja source it recognises.
+    """
+def check_draft_vocab(target: Model, draft: Model) -> None:
+    """
+    Raises ValueError unless `draft` can propose tokens for `target` (llama.cpp's vocabulary checks).
+    """
+def check_rpc_server(endpoint: str, *, timeout: typing.SupportsFloat | typing.SupportsIndex = 5.0) -> None:
+    """
+    Checks that an RPC server answers at 'host:port' (connection and protocol handshake, each within
+    `timeout` seconds). Raises RpcError naming it and saying why not.
     """
 def devices() -> list:
     """
@@ -1169,9 +1356,32 @@ def numa_init(strategy: NumaStrategy) -> None:
     """
     Sets up NUMA placement once per process.
     """
+def parse_rpc_servers(servers: typing.Any) -> list[str]:
+    """
+    RPC endpoints from 'host:port,host:port' or a list of them, as 'host:port' (port 50052 when
+    missing). Raises InvalidArgumentError for an empty host, an IPv6 address, a bad port, a repeat.
+    """
 def quantize(input_path: typing.Any, output_path: typing.Any, *, ftype: FType = FType.MOSTLY_Q8_0, nthread: typing.SupportsInt | typing.SupportsIndex = 0, output_tensor_type: GGMLType = GGMLType.COUNT, token_embedding_type: GGMLType = GGMLType.COUNT, allow_requantize: bool = False, quantize_output_tensor: bool = True, only_copy: bool = False, pure: bool = False, keep_split: bool = False, dry_run: bool = False, kv_overrides: typing.Any = None) -> None:
     """
     Quantizes a GGUF model file into another file (llama_model_quantize).
+    """
+def rpc_protocol_version() -> str:
+    """
+    The version of ggml's RPC protocol this build speaks ('7.0.0'); servers must share the major version.
+    """
+def rpc_server_devices(names: collections.abc.Sequence[str] = []) -> list[str]:
+    """
+    The devices serve_rpc serves for these names: the named ones, else every GPU of this machine, else
+    its CPU. Raises InvalidArgumentError for an unknown name.
+    """
+def serve_rpc(host: str = '127.0.0.1', port: typing.SupportsInt | typing.SupportsIndex = 50052, *, n_threads: typing.SupportsInt | typing.SupportsIndex | None = None, cache_dir: typing.Any | None = None, devices: collections.abc.Sequence[str] = []) -> None:
+    """
+    Serves this machine's devices to RPC clients on host:port (llama.cpp's rpc-server; n_threads CPU
+    threads, by default half the hardware threads, as there) and never returns: llama.cpp's server
+    loop has no exit, so end the process to stop it (run it in a thread of
+    a process you can end, as `llamabind rpc-server` does). The GIL is released. Raises RpcError when
+    it cannot start (the port is in use, ...). The protocol has no authentication: bind to a private
+    address only.
     """
 def set_native_stderr_logging(enabled: bool) -> None:
     """

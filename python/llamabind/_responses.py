@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Collection, Generator, Iterator
 from typing import Any
 
-from . import _tools
 from ._generation import Chunk, TokenRecord
+from ._tool_calls import CallScanner, Event, ToolFormat, parse
 
 _EMPTY_LOGPROBS: dict[str, list[Any]] = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
 
@@ -151,10 +151,11 @@ def chat_stream(chunks: Iterator[dict[str, Any]], with_logprobs: bool) -> Iterat
             yield _chat_chunk(base, {}, choice["finish_reason"])
 
 
-def chat_with_tools(response: dict[str, Any], fmt: _tools.ToolFormat, legacy: bool) -> dict[str, Any]:
+def chat_with_tools(response: dict[str, Any], fmt: ToolFormat, names: Collection[str],
+                    legacy: bool) -> dict[str, Any]:
     """Turns a reply that calls tools into tool_calls (or a legacy function_call)."""
     choice = response["choices"][0]
-    content, calls = _tools.parse(choice["message"]["content"] or "", fmt)
+    content, calls = parse(choice["message"]["content"] or "", fmt, names)
     if not calls:
         return response
     message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -168,19 +169,61 @@ def chat_with_tools(response: dict[str, Any], fmt: _tools.ToolFormat, legacy: bo
     return response
 
 
-def chat_response_as_stream(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The chunks of a finished chat response (tool calls are parsed from the whole reply)."""
-    base = {k: response[k] for k in ("id", "model", "created")} | {"object": "chat.completion.chunk"}
-    choice = response["choices"][0]
-    message = choice["message"]
-    yield _chat_chunk(base, {"role": "assistant"})
-    if message.get("content"):
-        yield _chat_chunk(base, {"content": message["content"]})
-    for i, call in enumerate(message.get("tool_calls") or []):
-        yield _chat_chunk(base, {"tool_calls": [{"index": i, **call}]})
-    if message.get("function_call"):
-        yield _chat_chunk(base, {"function_call": message["function_call"]})
-    yield _chat_chunk(base, {}, choice["finish_reason"])
+def _tool_deltas(events: list[Event], scanner: CallScanner, legacy: bool, held: list[str]) -> Iterator[dict[str, Any]]:
+    """The deltas of what the scanner found. Content keeps its trailing whitespace back (in
+    `held`) until more content follows, as the whole reply's content drops it before a call."""
+    for event in events:
+        if event.content:
+            text = held.pop() + event.content if held else event.content
+            kept = text.rstrip()
+            if text[len(kept):]:
+                held.append(text[len(kept):])
+            if kept:
+                yield {"content": kept}
+        elif event.call is not None and (not legacy or event.call == 0):
+            call = scanner.calls[event.call]
+            function = {"name": call.name, "arguments": ""} if event.start else {"arguments": event.arguments}
+            if legacy:
+                yield {"function_call": function}
+            elif event.start:
+                yield {"tool_calls": [{"index": event.call, "id": call.id, "type": "function", "function": function}]}
+            else:
+                yield {"tool_calls": [{"index": event.call, "function": function}]}
+
+
+def chat_tool_stream(chunks: Iterator[dict[str, Any]], fmt: ToolFormat, names: Collection[str], legacy: bool,
+                     with_logprobs: bool) -> Iterator[dict[str, Any]]:
+    """chat.completion.chunk dicts of a reply that may call tools, streamed as OpenAI and
+    llama-server stream them: content as it comes (held back only while it may be opening a
+    call), each call's id and name once its arguments begin, then its arguments as the model
+    writes them; the finish reason last. Logprobs ride on the next chunk sent."""
+    scanner = CallScanner(fmt, names)
+    held: list[str] = []
+    pending: list[Any] = []  # logprobs of text whose chunk has not been sent yet
+    base: dict[str, Any] = {}
+    finish = None
+    for chunk in strip_private(chunks):
+        choice = chunk["choices"][0]
+        if not base:
+            base = {"id": "chat" + chunk["id"], "model": chunk["model"], "object": "chat.completion.chunk",
+                    "created": chunk["created"]}
+            yield _chat_chunk(base, {"role": "assistant"})
+        if with_logprobs and choice["logprobs"]:
+            pending += (_chat_logprobs(choice) or {"content": []})["content"]
+        events = scanner.feed(choice["text"])
+        if choice["finish_reason"] is not None:
+            finish = choice["finish_reason"]
+            events += scanner.close()
+        for delta in _tool_deltas(events, scanner, legacy, held):
+            yield _chat_chunk(base, delta, logprobs={"content": pending, "refusal": None} if pending else None)
+            pending = []
+    if not base:
+        return
+    if scanner.calls and not scanner.unfinished:
+        finish = "function_call" if legacy else "tool_calls"
+    elif held and not scanner.calls:
+        yield _chat_chunk(base, {"content": held.pop()})
+    yield _chat_chunk(base, {}, finish, logprobs={"content": pending, "refusal": None} if pending else None)
 
 
 def embedding_response(embeddings: list[Any], n_tokens: int, model: str) -> dict[str, Any]:

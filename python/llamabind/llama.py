@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar, Union, overload
 import numpy as np
 import numpy.typing as npt
 
-from . import _async, _chat, _completion, _core, _embedding, _generation, _request, _responses, _sequence
+from . import _async, _chat, _completion, _core, _embedding, _generation, _request, _rerank, _responses, _sequence, _speculation
 from ._core import (
     DEFAULT_SEED,
     AbortedError,
@@ -92,8 +92,8 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# Accepted for compatibility: rpc_servers (None only) and arguments of older llama-cpp-python releases.
-_CONSTRUCTOR_EXTRAS = {"rpc_servers", "n_gqa", "rms_norm_eps", "mul_mat_q", "f16_kv", "low_vram", "use_mlock_all"}
+# Accepted for compatibility: arguments of older llama-cpp-python releases.
+_CONSTRUCTOR_EXTRAS = {"n_gqa", "rms_norm_eps", "mul_mat_q", "f16_kv", "low_vram", "use_mlock_all"}
 
 
 class Llama:
@@ -101,10 +101,15 @@ class Llama:
 
     Every keyword of llama-cpp-python's constructor is accepted. Differences, all logged
     as warnings when they matter: `tfs_z` and `penalize_nl` have no effect (llama.cpp
-    removed them); `draft_model` is accepted but speculative decoding is not used, which
-    changes speed only; `lora_base` is ignored (llama.cpp applies adapters to the loaded
-    weights); `verbose` does not print llama.cpp's log, which always goes to the `logging`
-    logger "llamabind" (configure logging to see it).
+    removed them); `lora_base` is ignored (llama.cpp applies adapters to the loaded weights);
+    `verbose` does not print llama.cpp's log, which always goes to the `logging` logger
+    "llamabind" (configure logging to see it).
+
+    Speculative decoding (same output, faster where drafts are right): `draft_model` takes a
+    LlamaPromptLookupDecoding (native prompt lookup) or any LlamaDraftModel; `draft_model_path`
+    a draft GGUF with the target's vocabulary. Up to `n_draft` tokens are drafted per step;
+    `draft_adaptive` (default) picks the length that measures fastest, 0 when drafts do not pay.
+    Not used with n_parallel > 1.
 
     `n_parallel` (llamabind only, default 1) is how many sequences are generated at once.
     With n_parallel=N > 1 the context holds N sequences of n_ctx tokens each (its KV cache
@@ -118,6 +123,22 @@ class Llama:
     slot at once. Not available with n_parallel > 1: echo=True together with logprobs,
     and set_cache (the engine's prefix sharing takes its place); the low-level eval /
     sample / generate / save_state / load_state work while no completion runs.
+
+    `rpc_servers` spreads the model over other machines running llama.cpp's RPC worker
+    (``llamabind rpc-server``, or llama.cpp's own ``rpc-server``): ``"host:port,host:port"``
+    as in llama-cpp-python, or a list. `n_gpu_layers` layers go to the servers' devices (then
+    to this machine's GPUs), spread by their free memory or by `tensor_split` (one entry per
+    device, in that order); the other layers run here::
+
+        llm = Llama("model.gguf", rpc_servers="10.0.0.2:50052,10.0.0.3:50052", n_gpu_layers=-1)
+
+    Each server is checked while the model loads: one that cannot be reached, does not speak
+    the protocol or is busy with another client raises ModelLoadError naming it. If a server
+    goes away later, the running call raises ``RpcError`` (a LlamaError and ConnectionError)
+    naming it within seconds, and this Llama cannot be used again: every later call raises
+    the same error. close() it (the memory it held there is left allocated, since llama.cpp
+    cannot free it without the server) and create a new Llama once the server is back. The
+    protocol has no authentication: keep workers on a private network or behind an SSH tunnel.
     """
 
     def __init__(
@@ -128,6 +149,7 @@ class Llama:
         split_mode: int = SplitMode.LAYER,
         main_gpu: int = 0,
         tensor_split: list[float] | None = None,
+        rpc_servers: str | Sequence[str] | None = None,
         vocab_only: bool = False,
         use_mmap: bool = True,
         use_mlock: bool = False,
@@ -170,6 +192,7 @@ class Llama:
         verbose: bool = True,
         progress_callback: Callable[[float], bool | None] | None = None,
         n_parallel: int = 1,
+        draft_model_path: str | None = None, n_draft: int | None = None, draft_adaptive: bool = True,
         **kwargs: Any,
     ) -> None:
         self._init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
@@ -189,23 +212,21 @@ class Llama:
         unknown = sorted(set(kwargs) - _CONSTRUCTOR_EXTRAS)
         if unknown:
             raise TypeError(f"Llama() got unexpected keyword argument(s): {', '.join(unknown)}")
-        if kwargs.get("rpc_servers") is not None:
-            raise ValueError("rpc_servers is not supported: this llamabind build adds no RPC devices")
-        kwargs.pop("rpc_servers", None)
+        if rpc_servers is not None and n_gpu_layers == 0:
+            logger.warning("rpc_servers is set but n_gpu_layers=0 keeps every layer on this machine; "
+                           "n_gpu_layers=-1 puts every layer on the servers")
         if kwargs:
             logger.warning("Llama(): ignoring obsolete argument(s) %s", ", ".join(sorted(kwargs)))
         if numa:
             _core.numa_init(NumaStrategy.DISTRIBUTE if numa is True else NumaStrategy(int(numa)))
         if lora_base is not None:
             logger.warning("lora_base is ignored: llama.cpp applies LoRA adapters to the loaded weights")
-        if draft_model is not None:
-            logger.warning("draft_model is accepted but speculative decoding is not used; output is unchanged")
         self.draft_model = draft_model
 
         self._model = Model(
             self.model_path, n_gpu_layers=n_gpu_layers, split_mode=SplitMode(int(split_mode)), main_gpu=main_gpu,
             tensor_split=tensor_split, use_mmap=use_mmap, use_mlock=use_mlock, vocab_only=vocab_only,
-            kv_overrides=kv_overrides, progress_callback=progress_callback,
+            kv_overrides=kv_overrides, progress_callback=progress_callback, rpc_servers=rpc_servers,
         )
         self._vocab_obj: _core.Vocab | None = self._model.vocab
         self._n_vocab = self._vocab.n_tokens
@@ -260,6 +281,10 @@ class Llama:
             self._runner = EngineRunner(self._ctx)
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=4 * self.n_parallel + 4,
                                                                    thread_name_prefix="llamabind-call")
+        self._speculation = _speculation.setup(
+            draft_model, draft_model_path, n_draft=n_draft, adaptive=draft_adaptive, model=self._model,
+            target=None if self._runner else self._ctx, context_params=self.context_params, n_parallel=self.n_parallel,
+            model_kwargs=dict(n_gpu_layers=n_gpu_layers, main_gpu=main_gpu, use_mmap=use_mmap, use_mlock=use_mlock))
         self._n_ctx = (self._ctx.n_ctx_seq if self._runner else self._ctx.n_ctx) if self._ctx else \
             (n_ctx or self._model.n_ctx_train)
         self._seq = _sequence.SingleSequence(self._ctx, n_ctx=self._n_ctx, n_batch=self.n_batch,
@@ -270,7 +295,8 @@ class Llama:
             model=self._model, vocab=lambda: self._vocab, seq=self._seq, runner=self._runner, lock=self._lock,
             prompts=_completion.PromptBuilder(vocab=lambda: self._vocab, tokenize=self.tokenize, detokenize=self.detokenize,
                                   spm_infill=spm_infill),
-            model_name=self.model_path, check_open=self._context)
+            model_name=self.model_path, check_open=self._context,
+            speculator=self._speculation.speculator if self._speculation else None)
         self.metadata: dict[str, str] = self._model.metadata
         # llama-cpp-python's names; its own tests read them.
         self._is_recurrent = self._model.is_recurrent
@@ -291,6 +317,8 @@ class Llama:
             self._closed = True
             self._vocab_obj = None
             self._formatter = None
+            if self._speculation is not None:
+                self._speculation.close()
             if self._ctx is not None:
                 self._ctx.close()
             if self._adapter is not None:
@@ -566,6 +594,11 @@ class Llama:
                 self.n_tokens = 0
         out: Any = results[0] if single else results
         return (out, total) if return_count else out
+
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None, return_documents: bool = False) -> Any:
+        """Each document's relevance to `query` by a reranker (rank pooling, embedding=True): see llamabind._rerank."""
+        with self._turn(None):
+            return _rerank.rerank(self._context(), self._seq, query, documents, top_n, return_documents, self.model_path)
 
     def _request(self, arguments: dict[str, Any]) -> _request.CompletionRequest:
         """The request of a completion call's keywords, with the call's seed (which moves this

@@ -1,8 +1,9 @@
 """Draft models for speculative decoding, with llama-cpp-python's interface.
 
-Llama accepts ``draft_model=`` for compatibility; the pinned engine does not use it yet, so
-output is unchanged (speculative decoding only changes speed). The prompt-lookup drafter
-itself works and can be called directly.
+``Llama(draft_model=...)`` speculates with them: a LlamaPromptLookupDecoding runs as llamabind's
+native prompt lookup (`_core.NgramDrafter`, with its max_ngram_size and num_pred_tokens), any
+other LlamaDraftModel is called for drafts that the model then verifies. Both also work on
+their own: called with the tokens so far, they return draft tokens.
 """
 
 from __future__ import annotations

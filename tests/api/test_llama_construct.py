@@ -167,17 +167,18 @@ def test_progress_callback(smollm2_path: Path) -> None:
         _llama(smollm2_path, progress_callback=lambda p: False)
 
 
-def test_draft_model_and_lora_base_are_accepted_with_a_warning(smollm2_path: Path, smol_greedy: str,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_draft_model_is_used_and_lora_base_warns(smollm2_path: Path, smol_greedy: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     from llamabind.llama_speculative import LlamaPromptLookupDecoding
 
     draft = LlamaPromptLookupDecoding(num_pred_tokens=4)
     with caplog.at_level(logging.WARNING, logger="llamabind"):
         with _llama(smollm2_path, draft_model=draft, lora_base="base.gguf") as llm:
             assert llm.draft_model is draft and llm.lora_base == "base.gguf"
+            assert llm._speculation is not None  # prompt lookup drafts natively (test_speculative.py)
             assert text(llm.create_completion(CAPITAL, max_tokens=6, temperature=0.0)) == smol_greedy
     warned = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert "draft_model" in warned and "lora_base" in warned
+    assert "lora_base" in warned and "draft_model" not in warned
 
 
 def test_lora_path_and_scale_apply_the_adapter(tiny_path: Path, tiny: lb.Model, tiny_ref: GGUFRef,

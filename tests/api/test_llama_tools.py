@@ -12,7 +12,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from llamabind import Llama, _tools
+from llamabind import Llama, _tool_calls, _tools
 from llamabind.llama_chat_format import render_chat_template
 from testutil import N_THREADS
 
@@ -135,14 +135,18 @@ def test_legacy_functions_give_a_function_call(llm: Llama) -> None:
 
 
 def test_streamed_tool_call_has_the_chunk_shape(llm: Llama) -> None:
+    """The call streams as deltas: id, type and name first, then the arguments in pieces."""
     named = {"type": "function", "function": {"name": "get_weather"}}
     chunks = list(llm.create_chat_completion(ASK, tools=[WEATHER], tool_choice=named, temperature=0,
                                              max_tokens=80, stream=True))
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
-    calls = [c["choices"][0]["delta"]["tool_calls"] for c in chunks if "tool_calls" in c["choices"][0]["delta"]]
-    assert len(calls) == 1 and calls[0][0]["index"] == 0
-    check_call(calls[0][0], [WEATHER])
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if "tool_calls" in c["choices"][0]["delta"]]
+    assert all(c["index"] == 0 for c in calls) and len(calls) > 3
+    first = calls[0]
+    assert first["function"] == {"name": "get_weather", "arguments": ""} and first["type"] == "function"
+    arguments = "".join(c["function"]["arguments"] for c in calls)
+    check_call({**first, "function": {"name": "get_weather", "arguments": arguments}}, [WEATHER])
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"][0]["delta"] == {}
 
@@ -187,7 +191,7 @@ def test_template_formats_round_trip(template: str, fmt: _tools.ToolFormat) -> N
     reply = after[common:]
     for end in ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "</s>"):
         reply = reply.split(end)[0]
-    content, calls = _tools.parse(reply, fmt)
+    content, calls = _tool_calls.parse(reply, fmt, ["get_weather"])
     assert [c["function"]["name"] for c in calls] == ["get_weather"], reply
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris", "unit": "celsius"}
 
@@ -199,7 +203,7 @@ def test_each_format_constrains_smollm2(llm: Llama, fmt: _tools.ToolFormat) -> N
     assert plan is not None
     prompt = "User: What is the weather in Paris, in celsius? Call a function.\nAssistant: "
     text = llm.create_completion(prompt, grammar=plan.grammar, temperature=0, max_tokens=120)["choices"][0]["text"]
-    content, calls = _tools.parse(text, fmt)
+    content, calls = _tool_calls.parse(text, fmt, ["get_weather", "get_time"])
     assert calls, text
     for call in calls:
         check_call(call, [WEATHER, TIME])

@@ -95,6 +95,7 @@ def test_readme_json_and_tools_example_runs(smollm2_path: Path) -> None:
     assert lines[0].startswith("name=") and "population=" in lines[0]
     assert lines[1].strip() in ("yes", "no")
     assert lines[2].startswith("{'name': 'get_weather', 'arguments': ")
+    assert lines[3].startswith("get_weather|{") and lines[3].count("|") > 3
 
 
 def test_readme_first_command_is_the_cli() -> None:

@@ -20,6 +20,10 @@ class Batch;
 class LoraAdapter;
 class Model;
 
+namespace detail {
+class RpcLink;
+}
+
 // Everything in llama_context_params a binding user can set. Defaults are llama.cpp's own
 // (llama_context_default_params()).
 struct ContextParams {
@@ -233,6 +237,7 @@ public:
     void synchronize();
 
 private:
+    std::shared_ptr<detail::RpcLink> rpc_;  // the model's RPC servers (null without)
     static bool abort_trampoline(void * data);
     void check_batch(const Batch & batch, const char * where) const;
     void check_seq(llama_seq_id seq_id, const char * where, bool allow_negative) const;

@@ -121,4 +121,15 @@ public:
     using Error::Error;
 };
 
+// The connection to an RPC server (ggml's RPC backend) failed: it cannot be reached, does not
+// speak the protocol, or went away while holding part of a model. endpoint() names it.
+class RpcError : public Error {
+public:
+    RpcError(const std::string & message, std::string endpoint) : Error(message), endpoint_(std::move(endpoint)) {}
+    const std::string & endpoint() const noexcept { return endpoint_; }
+
+private:
+    std::string endpoint_;
+};
+
 }  // namespace llamabind

@@ -23,14 +23,19 @@
 //   batch.hpp    Batch: an owned llama_batch
 //   sampler.hpp  SamplerChain, CustomSampler
 //   lora.hpp     LoraAdapter
+//   draft.hpp    Drafter, ModelDrafter (a draft model), NgramDrafter (prompt lookup)
+//   speculative.hpp  Speculator (speculative decoding), DraftTuner
 //   errors.hpp   the exception hierarchy
 
 #include "llamabind/backend.hpp"
 #include "llamabind/batch.hpp"
 #include "llamabind/context.hpp"
+#include "llamabind/draft.hpp"
 #include "llamabind/engine.hpp"
 #include "llamabind/errors.hpp"
 #include "llamabind/lora.hpp"
 #include "llamabind/model.hpp"
+#include "llamabind/rpc.hpp"
 #include "llamabind/sampler.hpp"
+#include "llamabind/speculative.hpp"
 #include "llamabind/vocab.hpp"

@@ -18,6 +18,10 @@ namespace llamabind {
 
 class Vocab;
 
+namespace detail {
+class RpcLink;
+}
+
 // One metadata override applied at load time (llama_model_kv_override).
 struct KvOverride {
     std::string key;
@@ -44,6 +48,12 @@ struct ModelParams {
     std::vector<KvOverride> kv_overrides;
     // Called with progress in [0, 1]; returning false cancels the load (ModelLoadError).
     std::function<bool(float)> progress_callback;
+    // RPC servers ("host:port", see rpc.hpp) whose devices hold layers of the model, in
+    // front of this machine's GPUs: n_gpu_layers layers are spread over those devices (by
+    // free memory, or by tensor_split, one entry per device in that order), the rest stays
+    // on this machine's CPU. Each server is checked before loading (ModelLoadError naming
+    // one that does not answer). Without servers, llama.cpp's own device choice applies.
+    std::vector<std::string> rpc_servers;
 
     // The load_mode that results from load_mode, use_mmap and use_mlock.
     llama_load_mode effective_load_mode() const;
@@ -65,7 +75,7 @@ public:
     static std::shared_ptr<Model> load_splits(const std::vector<std::string> & paths,
                                               const ModelParams & params = {});
 
-    Model(std::shared_ptr<llama_model> handle, std::string path);
+    Model(std::shared_ptr<llama_model> handle, std::string path, std::shared_ptr<detail::RpcLink> rpc = nullptr);
 
     Model(const Model &) = delete;
     Model & operator=(const Model &) = delete;
@@ -80,6 +90,11 @@ public:
     llama_model * get() const { return handle().get(); }
 
     const std::string & path() const noexcept { return path_; }
+
+    // The RPC servers the model was loaded over ("host:port"; empty without).
+    std::vector<std::string> rpc_servers() const;
+    // Internal: the connection state of those servers (null without).
+    const std::shared_ptr<detail::RpcLink> & rpc_link() const noexcept { return rpc_; }
 
     Vocab vocab() const;
 
@@ -136,6 +151,7 @@ public:
 private:
     std::shared_ptr<llama_model> handle_;
     std::string path_;
+    std::shared_ptr<detail::RpcLink> rpc_;
 };
 
 // Parameters of llama_model_quantize (defaults: llama_model_quantize_default_params()).

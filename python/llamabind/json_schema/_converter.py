@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import unquote
@@ -32,6 +32,16 @@ def schema_gbnf(schema: str | bytes | Schema | type, *, strict: bool = True) -> 
     """The GBNF text of `schema`, not parsed: for a caller that parses the grammar it builds
     around it (once); parse_schema_gbnf checks the text alone."""
     return Converter(load_schema(schema), strict).convert()
+
+
+def schemas_gbnf(schemas: Mapping[str, str | bytes | Schema | type], *, reserved: Collection[str] = (),
+                 strict: bool = True) -> str:
+    """The GBNF text of several schemas in one grammar, not parsed: the start rule of each is
+    named by its key (instead of root), the primitive rules they share are written once, and no
+    other rule takes a key's name or one in `reserved` (the rules the caller writes around
+    them). Each schema's $refs resolve within that schema."""
+    converter = Converter(True, strict, reserved)
+    return converter.convert_many({start: load_schema(schema) for start, schema in schemas.items()})
 
 
 def parse_schema_gbnf(text: str) -> ParsedGrammar:
@@ -120,9 +130,10 @@ class Converter:
     """One conversion: the rules written so far (by name), the primitive and format rules used,
     and the rule of each $ref."""
 
-    def __init__(self, root: Schema, strict: bool) -> None:
+    def __init__(self, root: Schema, strict: bool, reserved: Collection[str] = ()) -> None:
         self.root = root
         self.strict = strict
+        self.reserved = frozenset(reserved)
         self.rules: dict[str, str] = {}
         self.used_primitives: list[str] = []
         self.refs: dict[str, str] = {}
@@ -130,8 +141,15 @@ class Converter:
 
     def convert(self) -> str:
         """The GBNF text, not yet parsed (schema_grammar parses it)."""
-        self.rules["root"] = ""
-        self.rules["root"] = self.visit(self.root, "", "root")
+        return self.convert_many({"root": self.root})
+
+    def convert_many(self, schemas: Mapping[str, Schema]) -> str:
+        """The GBNF text of each schema under its start rule's name, not yet parsed."""
+        for start in schemas:
+            self.rules[start] = ""  # taken before any schema names its own rules
+        for start, schema in schemas.items():
+            self.root, self.refs = schema, {}
+            self.rules[start] = self.visit(schema, "", start)
         self.collapse_aliases()
         lines = []
         lines += [f"{name} ::= {rule}" for name, rule in self.rules.items()]
@@ -162,7 +180,7 @@ class Converter:
 
     def new_rule(self, hint: str) -> str:
         base = re.sub(r"[^A-Za-z0-9-]+", "-", hint).strip("-") or "rule"
-        reserved = set(PRIMITIVES) | set(FORMAT_RULES) | {"root", "year", "leap-year", "octet"}
+        reserved = set(PRIMITIVES) | set(FORMAT_RULES) | {"root", "year", "leap-year", "octet"} | self.reserved
         name, n = base, 1
         while name in self.rules or name in reserved:
             n += 1
