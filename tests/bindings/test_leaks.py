@@ -101,4 +101,8 @@ def test_llama_200_times_keeps_rss_flat(tiny_path: Path) -> None:
     """The high-level object: model, context, sampler chain and generation state together."""
     samples = _measure(tiny_path, "llama")
     base, peak = _report("Llama (tiny model)", samples)
-    assert peak - base < 8 * 1024, samples
+    # Leaking one round's model or context is MiBs per round, hundreds over 180 rounds. Since the
+    # RPC/speculation/server changes the Python objects' allocations add a one-time step of ~7 MiB
+    # between rounds 20 and 40 (then ~15 KiB per round at most); 16 MiB still catches any leak of
+    # 90 KiB or more per round.
+    assert peak - base < 16 * 1024, samples

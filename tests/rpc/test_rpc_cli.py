@@ -42,7 +42,12 @@ def test_rpc_server_stops_while_a_client_is_connected(tmp_path: Path) -> None:
         conn.sendall(bytes([14]) + (24).to_bytes(8, "little") + bytes(24))  # a client's handshake
         assert len(conn.recv(64)) > 0
         assert worker.stop(signal.SIGTERM) == 0
-        assert conn.recv(64) == b""  # the client sees the connection end
+        conn.settimeout(10)
+        try:
+            while conn.recv(4096):  # the rest of the reply, then the connection ends (a timeout fails)
+                pass
+        except ConnectionResetError:
+            pass  # ended by a reset: the client sees the end too
 
 
 def test_exposed_address_prints_llama_cpps_warning(tmp_path: Path) -> None:
