@@ -132,10 +132,10 @@ def measure_here(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         out = llm(prompt, max_tokens=args.n_gen, temperature=0.0)
         seconds = time.perf_counter() - t0
+        after = dict(spec.stats) if spec is not None else {}  # read before the Llama closes its Speculator
     n = int(out["usage"]["completion_tokens"])
     result: dict[str, Any] = {"tps": n / seconds, "n_gen": n}
     if spec is not None:
-        after = dict(spec.stats)
         drafted = after["n_drafted"] - before["n_drafted"]
         accepted = after["n_accepted"] - before["n_accepted"]
         result |= {"n_drafted": drafted, "n_accepted": accepted, "acceptance": accepted / drafted if drafted else None,
