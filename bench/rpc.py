@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import signal
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -107,11 +106,6 @@ def paths(args: argparse.Namespace, servers: list[str]) -> dict[str, Any]:
     return table
 
 
-def paired(runs: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> float | None:
-    pairs = [r[key] / b[key] for r, b in zip(runs, base) if r.get(key) and b.get(key)]
-    return statistics.median(pairs) if pairs else None
-
-
 def report(raw: dict[str, harness.Runs], meta: dict[str, Any]) -> str:
     fmt = harness.fmt
     m = meta["machine"]
@@ -133,8 +127,8 @@ def report(raw: dict[str, harness.Runs], meta: dict[str, Any]) -> str:
             base = runs[f"llama.cpp (llama-bench) {where}"]
             local = runs[f"{client} local"]
             lines.append(f"| {client} | {where} | {fmt(med[name].get('pp_tps'))} | {fmt(med[name].get('tg_tps'))} | "
-                         f"{fmt(paired(runs[name], base, 'tg_tps'), 3)} | {fmt(paired(runs[name], base, 'pp_tps'), 3)} | "
-                         f"{fmt(paired(runs[name], local, 'tg_tps'), 3) if where == 'split' else '–'} |")
+                         f"{fmt(harness.paired(runs[name], base, 'tg_tps'), 3)} | {fmt(harness.paired(runs[name], base, 'pp_tps'), 3)} | "
+                         f"{fmt(harness.paired(runs[name], local, 'tg_tps'), 3) if where == 'split' else '–'} |")
         lines.append("")
     return "\n".join(lines)
 

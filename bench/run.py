@@ -202,6 +202,12 @@ def interleave(model_names: list[str], table: dict[str, Callable[[str], dict[str
     return raw
 
 
+def paired(runs: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> float | None:
+    """The median over rounds of runs[i][key] / base[i][key] (rounds where both measured it)."""
+    pairs = [r[key] / b[key] for r, b in zip(runs, base) if r.get(key) and b.get(key)]
+    return statistics.median(pairs) if pairs else None
+
+
 def medians(runs: Runs) -> dict[str, dict[str, float | None]]:
     """path -> key -> the median over the rounds that measured it."""
     return {p: {k: median([one.get(k) for one in measured]) for k in {k for one in measured for k in one}}

@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -163,11 +162,6 @@ def paths(args: argparse.Namespace) -> dict[str, Any]:
     return table
 
 
-def paired(runs: list[dict[str, Any]], base: list[dict[str, Any]]) -> float | None:
-    pairs = [r["tps"] / b["tps"] for r, b in zip(runs, base) if r.get("tps") and b.get("tps")]
-    return statistics.median(pairs) if pairs else None
-
-
 def report(raw: dict[str, harness.Runs], meta: dict[str, Any]) -> str:
     fmt = harness.fmt
     m = meta["machine"]
@@ -193,8 +187,8 @@ def report(raw: dict[str, harness.Runs], meta: dict[str, Any]) -> str:
                 native = runs[f"edit | llama.cpp {best_ngram}"]
             acc = med[name].get("acceptance")
             lines.append(f"| {task} | {path} | {fmt(med[name].get('tps'))} | "
-                         f"{'–' if acc is None else f'{acc:.0%}'} | {fmt(paired(runs[name], plain), 2)} | "
-                         f"{fmt(paired(runs[name], native), 2) if native else '–'} |")
+                         f"{'–' if acc is None else f'{acc:.0%}'} | {fmt(harness.paired(runs[name], plain, 'tps'), 2)} | "
+                         f"{fmt(harness.paired(runs[name], native, 'tps'), 2) if native else '–'} |")
         lines.append("")
         if best_ngram:
             lines.append(f"llama.cpp's best n-gram type on the edit task: {best_ngram}.")
