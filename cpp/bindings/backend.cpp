@@ -20,6 +20,9 @@ void init_backend(py::module_ & m) {
     m.def("max_devices", &max_devices, "Most devices a model can be split across.");
     m.def("max_parallel_sequences", &max_parallel_sequences, "Largest n_seq_max a context accepts.");
     m.def("time_us", &time_us, "llama.cpp's monotonic clock in microseconds.");
+    m.def("release_thread_workers", &release_thread_workers,
+          "Lets go of the CPU worker threads kept for the calling thread (OpenMP builds); a thread that is\n"
+          "done generating calls it so that its idle workers do not slow other threads' decoding.");
     m.def(
         "devices",
         [] {

@@ -60,20 +60,25 @@ Generates many sequences at once over one Context (continuous batching).
 
 Each step puts the next token of every generating sequence and chunks of pending prompts
 into one batch, decodes it once (GIL released) and samples every sequence with its own
-chain. Finished, cancelled and failed sequences free their KV cells at once; waiting
+chain. Finished, cancelled and failed sequences give up their slot at once; waiting
 requests take the free slots (n_seq_max of the context). A prompt that starts with at
 least min_shared_prefix tokens of a live sequence copies their KV cells instead of
-evaluating them. submit/cancel may be called from any thread while one thread steps.
+evaluating them. With cache_finished (the default) a finished sequence's cells stay in its
+slot, and a later prompt starting with the same tokens goes to that slot and evaluates only
+the rest; call clear_cache() after using the context's sequences yourself.
+submit/cancel may be called from any thread while one thread steps.
 The context must not be decoded by anything else while the engine has work.
 )doc")
         .def(py::init([](const std::shared_ptr<Context> & ctx, int32_t max_prompt_tokens_per_step,
-                         int32_t min_shared_prefix) {
+                         int32_t min_shared_prefix, bool cache_finished) {
                  EngineParams p;
                  p.max_prompt_tokens_per_step = max_prompt_tokens_per_step;
                  p.min_shared_prefix = min_shared_prefix;
+                 p.cache_finished = cache_finished;
                  return std::make_shared<Engine>(ctx, p);
              }),
-             py::arg("ctx"), py::kw_only(), py::arg("max_prompt_tokens_per_step") = 0, py::arg("min_shared_prefix") = 8)
+             py::arg("ctx"), py::kw_only(), py::arg("max_prompt_tokens_per_step") = 0, py::arg("min_shared_prefix") = 8,
+             py::arg("cache_finished") = true)
         .def(
             "submit",
             [](Engine & self, const py::handle & tokens, SamplerChain & sampler, int32_t max_tokens,
@@ -130,11 +135,27 @@ The context must not be decoded by anything else while the engine has work.
                 d["prompt_tokens"] = s.prompt_tokens;
                 d["prompt_tokens_evaluated"] = s.prompt_tokens_evaluated;
                 d["prompt_tokens_shared"] = s.prompt_tokens_shared;
+                d["prompt_tokens_cached"] = s.prompt_tokens_cached;
                 d["max_active"] = s.max_active;
                 return d;
             },
             "Counters: steps, tokens_generated, prompt_tokens, prompt_tokens_evaluated,\n"
-            "prompt_tokens_shared (copied from another sequence) and max_active (most sequences in one batch).")
+            "prompt_tokens_shared (copied from another sequence), prompt_tokens_cached (kept in the slot from an\n"
+            "earlier request) and max_active (most sequences in one batch).")
+        .def_property_readonly(
+            "cached_tokens",
+            [](Engine & self) {
+                GilRelease release;
+                return self.cached_tokens();
+            },
+            "Per slot, how many tokens' cells it keeps from its last request (0 while in use).")
+        .def(
+            "clear_cache",
+            [](Engine & self) {
+                GilRelease release;
+                self.clear_cache();
+            },
+            "Forgets what finished requests left in their slots and removes those cells.")
         .def(
             "step",
             [](Engine & self) {

@@ -362,6 +362,21 @@ std::size_t max_devices() { return llama_max_devices(); }
 std::size_t max_parallel_sequences() { return llama_max_parallel_sequences(); }
 int64_t time_us() { return llama_time_us(); }
 
+#if defined(__linux__) && defined(__GNUC__)
+// OpenMP 5.0; libgomp frees the calling thread's team. Weak: resolved only when ggml-cpu
+// brought in an OpenMP runtime.
+extern "C" int omp_pause_resource_all(int kind) __attribute__((weak));
+#endif
+
+void release_thread_workers() {
+#if defined(__linux__) && defined(__GNUC__)
+    if (omp_pause_resource_all != nullptr) {
+        constexpr int omp_pause_soft = 1;
+        omp_pause_resource_all(omp_pause_soft);
+    }
+#endif
+}
+
 std::vector<DeviceInfo> devices() {
     ensure_backend();
     std::vector<DeviceInfo> out;

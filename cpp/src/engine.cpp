@@ -58,6 +58,7 @@ Engine::Engine(std::shared_ptr<Context> ctx, const EngineParams & params)
     n_batch_ = static_cast<int32_t>(ctx_->n_batch());
     n_swa_ = llama_model_n_swa(model_.get());
     slot_used_.assign(static_cast<std::size_t>(n_slots_), false);
+    slot_cache_.resize(static_cast<std::size_t>(n_slots_));
 }
 
 Engine::~Engine() {
@@ -141,16 +142,82 @@ Engine::Request * Engine::find_active(int64_t id) {
     return nullptr;
 }
 
-void Engine::free_slot(Request & r) {
-    if (r.seq >= 0) {
+std::vector<int32_t> Engine::cached_tokens() {
+    std::lock_guard<std::mutex> lock(step_mutex_);
+    std::vector<int32_t> out;
+    for (std::size_t s = 0; s < slot_cache_.size(); ++s) {
+        out.push_back(slot_used_[s] ? 0 : static_cast<int32_t>(slot_cache_[s].size()));
+    }
+    return out;
+}
+
+void Engine::clear_cache() {
+    std::lock_guard<std::mutex> lock(step_mutex_);
+    for (std::size_t s = 0; s < slot_cache_.size(); ++s) {
+        if (slot_used_[s] || slot_cache_[s].empty()) {
+            continue;
+        }
+        slot_cache_[s].clear();
+        try {
+            ctx_->seq_rm(static_cast<llama_seq_id>(s), -1, -1);
+        } catch (const Closed &) {
+        }
+    }
+}
+
+void Engine::free_slot(Request & r, bool keep_cells) {
+    if (r.seq < 0) {
+        return;
+    }
+    auto & cache = slot_cache_[static_cast<std::size_t>(r.seq)];
+    cache.clear();
+    if (keep_cells && params_.cache_finished && r.n_past > 0) {
+        cache.assign(r.tokens.begin(), r.tokens.begin() + r.n_past);
+    } else {
         try {
             ctx_->seq_rm(r.seq, -1, -1);
         } catch (const Closed &) {
             // The context is gone, and its cells with it.
         }
-        slot_used_[static_cast<std::size_t>(r.seq)] = false;
-        r.seq = -1;
     }
+    slot_used_[static_cast<std::size_t>(r.seq)] = false;
+    r.seq = -1;
+}
+
+namespace {
+
+// Length of the common prefix of a and b, at most limit.
+std::size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b, std::size_t limit) {
+    const std::size_t n = std::min({limit, a.size(), b.size()});
+    std::size_t k = 0;
+    while (k < n && a[k] == b[k]) {
+        ++k;
+    }
+    return k;
+}
+
+}  // namespace
+
+int32_t Engine::reuse_cache(Request & r) {
+    auto & cache = slot_cache_[static_cast<std::size_t>(r.seq)];
+    // The last prompt token is always evaluated: its logits give the first sampled token.
+    auto n = static_cast<int32_t>(common_prefix(cache, r.tokens, r.n_prompt - 1));
+    cache.clear();
+    // Partial removal fails for recurrent memory; then nothing is kept.
+    if (n == 0 || !ctx_->seq_rm(r.seq, n, -1)) {
+        ctx_->seq_rm(r.seq, -1, -1);
+        return 0;
+    }
+    // The cells must be exactly positions 0..n-1 (a sliding-window cache keeps the last
+    // n_swa of them), or something else changed the sequence since.
+    const llama_pos lowest = n_swa_ > 0 ? std::max(0, n - n_swa_) : 0;
+    if (ctx_->seq_pos_max(r.seq) != n - 1 || ctx_->seq_pos_min(r.seq) > lowest) {
+        ctx_->seq_rm(r.seq, -1, -1);
+        return 0;
+    }
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats_.prompt_tokens_cached += n;
+    return n;
 }
 
 void Engine::finish(Request & r, FinishReason reason, std::string error) {
@@ -158,7 +225,8 @@ void Engine::finish(Request & r, FinishReason reason, std::string error) {
         return;
     }
     r.finished = true;
-    free_slot(r);
+    // After a failed or aborted decode the sequence's cells are not worth keeping.
+    free_slot(r, error.empty());
     EngineEvent ev;
     ev.request = r.id;
     ev.finish = reason;
@@ -213,48 +281,65 @@ void Engine::pick_donor(Request & r, bool independent_only) {
     if (params_.min_shared_prefix <= 0 || r.n_prompt < 2) {
         return;
     }
-    // The last prompt token is always evaluated: its logits give the first sampled token.
     const std::size_t limit = r.n_prompt - 1;
     std::size_t best = 0;
     for (const auto & a : active_) {
         if (a.get() == &r || a->finished || a->seq < 0 || (independent_only && a->donor >= 0)) {
             continue;
         }
-        const std::size_t n = std::min(limit, a->tokens.size());
-        std::size_t k = 0;
-        while (k < n && a->tokens[k] == r.tokens[k]) {
-            ++k;
-        }
+        const std::size_t k = common_prefix(a->tokens, r.tokens, limit);
         if (k > best) {
             best = k;
             r.donor = a->id;
         }
     }
-    if (best < static_cast<std::size_t>(params_.min_shared_prefix)) {
+    // Worth a copy only beyond what the slot already holds.
+    if (best < static_cast<std::size_t>(params_.min_shared_prefix) || best <= static_cast<std::size_t>(r.n_past)) {
         r.donor = -1;
         return;
     }
     r.share_len = static_cast<int32_t>(best);
 }
 
+std::size_t Engine::choose_slot(const Request & r) const {
+    // The lowest free slot, unless another free slot holds a worthwhile part of the prompt
+    // (a higher slot costs a stream copy in compact() while lower ones are free).
+    std::size_t first = slot_used_.size();
+    std::size_t best = first;
+    std::size_t best_len = 0;
+    for (std::size_t s = 0; s < slot_used_.size(); ++s) {
+        if (slot_used_[s]) {
+            continue;
+        }
+        first = std::min(first, s);
+        const std::size_t k = common_prefix(slot_cache_[s], r.tokens, r.n_prompt - 1);
+        if (k > best_len) {
+            best_len = k;
+            best = s;
+        }
+    }
+    const auto worth = static_cast<std::size_t>(std::max(1, params_.min_shared_prefix));
+    return best_len > 0 && (best == first || best_len >= worth) ? best : first;
+}
+
 void Engine::admit() {
     while (!waiting_.empty()) {
-        auto slot = std::find(slot_used_.begin(), slot_used_.end(), false);
-        if (slot == slot_used_.end()) {
+        const std::size_t slot = choose_slot(*waiting_.front());
+        if (slot == slot_used_.size()) {
             break;
         }
         std::unique_ptr<Request> r = std::move(waiting_.front());
         waiting_.pop_front();
         --n_queued_;
-        r->seq = static_cast<llama_seq_id>(slot - slot_used_.begin());
-        *slot = true;
-        // Cells someone else left in the slot (e.g. direct use of the context) would be read
-        // as part of this sequence.
-        ctx_->seq_rm(r->seq, -1, -1);
+        r->seq = static_cast<llama_seq_id>(slot);
+        slot_used_[slot] = true;
         {
             std::lock_guard<std::mutex> lock(stats_mutex_);
             stats_.prompt_tokens += static_cast<int64_t>(r->n_prompt);
         }
+        // Keeps the part of the slot's cells the prompt starts with; anything else there
+        // (another prompt, direct use of the context) would be read as part of this sequence.
+        r->n_past = reuse_cache(*r);
         // Donors admitted earlier never wait on a later request, so no cycle can form.
         pick_donor(*r, false);
         active_.push_back(std::move(r));
@@ -282,7 +367,11 @@ void Engine::share_prefixes() {
         r->donor = -1;
         r->share_len = 0;
         // Without kv_unified each sequence has its own KV stream and llama.cpp copies whole
-        // streams only: copy everything, then cut it back to the shared prefix.
+        // streams only: copy everything, then cut it back to the shared prefix. What the
+        // slot kept from its last request (a shorter prefix) goes first.
+        const int32_t kept = r->n_past;
+        r->n_past = 0;
+        ctx_->seq_rm(r->seq, -1, -1);
         ctx_->seq_cp(d->seq, r->seq, -1, -1);
         ctx_->seq_rm(r->seq, n, -1);
         const llama_pos pmin = ctx_->seq_pos_min(r->seq);
@@ -290,12 +379,13 @@ void Engine::share_prefixes() {
         // A sliding-window cache may already have dropped cells the next positions attend to
         // (the test llama-server uses); a full cache must hold the prefix from position 0.
         const llama_pos lowest = n_swa_ > 0 ? std::max(0, n - n_swa_) : 0;
+        std::lock_guard<std::mutex> lock(stats_mutex_);
+        stats_.prompt_tokens_cached -= kept;
         if (pmax != n - 1 || pmin > lowest) {
             ctx_->seq_rm(r->seq, -1, -1);
             continue;
         }
         r->n_past = n;
-        std::lock_guard<std::mutex> lock(stats_mutex_);
         stats_.prompt_tokens_shared += n;
     }
 }
@@ -319,6 +409,8 @@ void Engine::compact() {
         if (top == nullptr) {
             return;
         }
+        slot_cache_[static_cast<std::size_t>(gap)].clear();
+        ctx_->seq_rm(gap, -1, -1);
         ctx_->seq_cp(top->seq, gap, -1, -1);
         ctx_->seq_rm(top->seq, -1, -1);
         slot_used_[static_cast<std::size_t>(top->seq)] = false;
@@ -480,7 +572,7 @@ std::vector<EngineEvent> Engine::sample_step() {
             }
             if (ev.finish != FinishReason::None) {
                 r.finished = true;
-                free_slot(r);
+                free_slot(r, true);
             } else {
                 r.tokens.push_back(ev.token);
             }
@@ -527,10 +619,19 @@ void Engine::close() {
     }
     waiting_.clear();
     for (auto & r : active_) {
-        free_slot(*r);
+        free_slot(*r, false);
         dropped.push_back(std::move(r));
     }
     active_.clear();
+    for (std::size_t s = 0; s < slot_cache_.size(); ++s) {
+        if (!slot_cache_[s].empty()) {
+            slot_cache_[s].clear();
+            try {
+                ctx_->seq_rm(static_cast<llama_seq_id>(s), -1, -1);
+            } catch (const Closed &) {
+            }
+        }
+    }
     events_.clear();
     decoded_ = false;
     n_active_ = 0;

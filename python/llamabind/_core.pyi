@@ -9,7 +9,7 @@ import numpy
 import numpy.dtypes
 import numpy.typing
 import typing
-__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'Drafter', 'Engine', 'EngineEvent', 'FType', 'FatalDecodeError', 'FinishReason', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelDrafter', 'ModelLoadError', 'NgramDrafter', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'RpcError', 'SamplerChain', 'Speculator', 'SplitMode', 'StateError', 'StepResult', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'check_draft_vocab', 'check_rpc_server', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'parse_rpc_servers', 'quantize', 'rpc_protocol_version', 'rpc_server_devices', 'serve_rpc', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
+__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'Drafter', 'Engine', 'EngineEvent', 'FType', 'FatalDecodeError', 'FinishReason', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelDrafter', 'ModelLoadError', 'NgramDrafter', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'RpcError', 'SamplerChain', 'Speculator', 'SplitMode', 'StateError', 'StepResult', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'check_draft_vocab', 'check_rpc_server', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'parse_rpc_servers', 'quantize', 'release_thread_workers', 'rpc_protocol_version', 'rpc_server_devices', 'serve_rpc', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
 class LlamaError(Exception):
     """Base class of every error raised by llamabind."""
 
@@ -1065,17 +1065,20 @@ class Engine:
 
     Each step puts the next token of every generating sequence and chunks of pending prompts
     into one batch, decodes it once (GIL released) and samples every sequence with its own
-    chain. Finished, cancelled and failed sequences free their KV cells at once; waiting
+    chain. Finished, cancelled and failed sequences give up their slot at once; waiting
     requests take the free slots (n_seq_max of the context). A prompt that starts with at
     least min_shared_prefix tokens of a live sequence copies their KV cells instead of
-    evaluating them. submit/cancel may be called from any thread while one thread steps.
+    evaluating them. With cache_finished (the default) a finished sequence's cells stay in its
+    slot, and a later prompt starting with the same tokens goes to that slot and evaluates only
+    the rest; call clear_cache() after using the context's sequences yourself.
+    submit/cancel may be called from any thread while one thread steps.
     The context must not be decoded by anything else while the engine has work.
     """
     def __enter__(self) -> typing.Any:
         ...
     def __exit__(self, *args) -> None:
         ...
-    def __init__(self, ctx: Context, *, max_prompt_tokens_per_step: typing.SupportsInt | typing.SupportsIndex = 0, min_shared_prefix: typing.SupportsInt | typing.SupportsIndex = 8) -> None:
+    def __init__(self, ctx: Context, *, max_prompt_tokens_per_step: typing.SupportsInt | typing.SupportsIndex = 0, min_shared_prefix: typing.SupportsInt | typing.SupportsIndex = 8, cache_finished: bool = True) -> None:
         ...
     def cancel(self, request: typing.SupportsInt | typing.SupportsIndex) -> None:
         """
@@ -1084,6 +1087,10 @@ class Engine:
     def cancel_all(self) -> None:
         """
         Ends every request submitted so far at the next step.
+        """
+    def clear_cache(self) -> None:
+        """
+        Forgets what finished requests left in their slots and removes those cells.
         """
     def close(self) -> None:
         """
@@ -1099,6 +1106,11 @@ class Engine:
         Queues a request and returns its id. The sampler chain is taken over (the Python object is
         closed afterwards). max_tokens <= 0 generates until the sequence's context is full;
         return_logits puts each token's logits row into its event.
+        """
+    @property
+    def cached_tokens(self) -> list[int]:
+        """
+        Per slot, how many tokens' cells it keeps from its last request (0 while in use).
         """
     @property
     def has_work(self) -> bool:
@@ -1129,7 +1141,8 @@ class Engine:
     def stats(self) -> dict:
         """
         Counters: steps, tokens_generated, prompt_tokens, prompt_tokens_evaluated,
-        prompt_tokens_shared (copied from another sequence) and max_active (most sequences in one batch).
+        prompt_tokens_shared (copied from another sequence), prompt_tokens_cached (kept in the slot from an
+        earlier request) and max_active (most sequences in one batch).
         """
 class Drafter:
     """
@@ -1364,6 +1377,11 @@ def parse_rpc_servers(servers: typing.Any) -> list[str]:
 def quantize(input_path: typing.Any, output_path: typing.Any, *, ftype: FType = FType.MOSTLY_Q8_0, nthread: typing.SupportsInt | typing.SupportsIndex = 0, output_tensor_type: GGMLType = GGMLType.COUNT, token_embedding_type: GGMLType = GGMLType.COUNT, allow_requantize: bool = False, quantize_output_tensor: bool = True, only_copy: bool = False, pure: bool = False, keep_split: bool = False, dry_run: bool = False, kv_overrides: typing.Any = None) -> None:
     """
     Quantizes a GGUF model file into another file (llama_model_quantize).
+    """
+def release_thread_workers() -> None:
+    """
+    Lets go of the CPU worker threads kept for the calling thread (OpenMP builds); a thread that is
+    done generating calls it so that its idle workers do not slow other threads' decoding.
     """
 def rpc_protocol_version() -> str:
     """

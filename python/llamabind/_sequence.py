@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _core
 from ._core import DEFAULT_SEED, AbortedError, Context
 from ._state import LlamaState
 
@@ -224,14 +225,18 @@ class SingleSequence:
             self._owner = owner
             self.prepare(history, cancel=cancel)
 
-    def release(self, owner: Owner) -> None:
-        """Ends `owner`'s hold on the sequence (if it still has it) and wakes waiting threads."""
+    def release(self, owner: Owner, idle: bool = True) -> None:
+        """Ends `owner`'s hold on the sequence (if it still has it) and wakes waiting threads.
+        idle: the calling thread is done generating (not one low-level call of a loop), so
+        its CPU workers are let go (see _core.release_thread_workers)."""
         if self._owner is owner:
             self._owner = None
             if self.ctx is not None and not self.ctx.closed:
                 # A cancel noticed between decodes leaves the context's flag set; clear it so
                 # the next call does not abort at once.
                 self.ctx.clear_cancel()
+            if idle:
+                _core.release_thread_workers()
             self._turns.notify_all()
 
     def owns(self, owner: Owner) -> bool:

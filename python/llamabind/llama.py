@@ -475,15 +475,15 @@ class Llama:
                 yield
             finally:
                 if owner is not None:
-                    self._seq.release(owner)
+                    self._seq.release(owner, idle=where is None)
 
     def _check_engine_idle(self, where: str) -> None:
-        """The low-level API (eval, sample, generate, state) works on sequence 0 of the context;
-        with n_parallel > 1 the engine's requests use it too."""
-        if self._runner is not None and self._runner.busy:
-            raise RuntimeError(f"[Llama.{where}] completions are running on this Llama's engine "
-                               f"(n_parallel={self.n_parallel}); the low-level API shares their context, so "
-                               "wait until they finish")
+        """The low-level API (eval, sample, generate, state) uses sequence 0, as the engine's requests do."""
+        if self._runner is not None:
+            if self._runner.busy:
+                raise RuntimeError(f"[Llama.{where}] completions are running on this Llama's engine (n_parallel="
+                                   f"{self.n_parallel}); the low-level API shares their context, so wait until they finish")
+            self._runner.engine.clear_cache()  # what it kept in sequence 0 is about to change
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluates tokens after the ones already evaluated, in chunks of n_batch."""

@@ -80,8 +80,9 @@ def assert_idle_and_empty(llm: Llama) -> None:
     assert runner is not None
     assert runner.wait_idle(10.0)
     assert runner.engine.n_active == 0 and runner.engine.n_waiting == 0
+    # Finished requests leave their cells as a prompt cache, and nothing else.
     ctx = llm.ctx
-    assert [ctx.seq_pos_max(s) for s in range(ctx.n_seq_max)] == [-1] * ctx.n_seq_max
+    assert [ctx.seq_pos_max(s) + 1 for s in range(ctx.n_seq_max)] == runner.engine.cached_tokens
 
 
 def stats(llm: Llama) -> dict:
@@ -266,6 +267,30 @@ PER_REQUEST = [
     ("The ocean is", {"max_tokens": 10, "temperature": 0.7, "top_k": 5, "seed": 3, "repeat_penalty": 1.3}),
 ]
 
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "gemma3"])
+def test_a_conversation_continues_from_its_kept_cells(request, model_name: str) -> None:
+    """Each turn resends the whole conversation; the engine evaluates only what is new since
+    the last turn (Gemma 3 has a sliding-window cache, whose kept cells are checked too)."""
+    path = request.getfixturevalue(f"{model_name}_path")
+    turns = ["Name a fruit.", "And a vegetable?", "Which of the two is sweeter?"]
+    with _llama(path) as alone, _llama(path, n_parallel=3) as par:
+        history: list[dict] = []
+        for i, question in enumerate(turns):
+            history.append({"role": "user", "content": question})
+            want = alone.create_chat_completion(history, max_tokens=16, temperature=0.0)
+            before = stats(par)
+            got = par.create_chat_completion(history, max_tokens=16, temperature=0.0)
+            after = stats(par)
+            assert got["choices"][0]["message"] == want["choices"][0]["message"]
+            n_prompt = got["usage"]["prompt_tokens"]
+            cached = after["prompt_tokens_cached"] - before["prompt_tokens_cached"]
+            if i > 0:  # all but the new question and the template tokens around it
+                assert cached >= n_prompt - 24, (cached, n_prompt)
+            assert after["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"] == n_prompt - cached
+            history.append(want["choices"][0]["message"])
+        assert_idle_and_empty(par)
 
 def _same_completion(got: dict, want: dict) -> None:
     g, w = got["choices"][0], want["choices"][0]
@@ -473,3 +498,15 @@ def test_low_level_api_waits_for_the_engine(par: Llama, single: Llama) -> None:
     assert par.n_tokens == len(tokens)
     assert text(par.create_completion(PROMPTS[5], max_tokens=8, temperature=0.0)) == \
         text(single.create_completion(PROMPTS[5], max_tokens=8, temperature=0.0))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads through /proc (Linux)")
+def test_a_finished_call_lets_its_cpu_workers_go(single: Llama) -> None:
+    """An OpenMP build keeps worker threads for every thread that ran a graph, and libgomp
+    barely spins once there are more of them than CPUs: an idle thread's workers made other
+    threads' decoding 3x slower on 2 cores. A finished completion lets them go."""
+    lb._core.release_thread_workers()
+    before = len(list(Path("/proc/self/task").iterdir()))
+    single.create_completion(PROMPTS[1], max_tokens=4)
+    assert len(list(Path("/proc/self/task").iterdir())) == before
+

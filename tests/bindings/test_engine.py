@@ -67,8 +67,12 @@ def run(engine: _core.Engine, max_steps: int = 500) -> tuple[dict[int, list[int]
     return tokens, finish, active
 
 
-def kv_empty(ctx: lb.Context) -> bool:
-    return all(ctx.seq_pos_max(s) == -1 for s in range(ctx.n_seq_max))
+def kv_clean(engine: _core.Engine, ctx: lb.Context) -> bool:
+    """Every slot holds exactly the cells the engine keeps for later prompts: positions
+    0..cached-1 of its last request, and nothing at all in a slot that keeps none."""
+    cached = engine.cached_tokens
+    return all(ctx.seq_pos_max(s) == cached[s] - 1 and ctx.seq_pos_min(s) == (0 if cached[s] else -1)
+               for s in range(ctx.n_seq_max))
 
 
 def prompts(model: lb.Model) -> list[list[int]]:
@@ -90,7 +94,7 @@ def test_requests_share_slots_and_match_one_at_a_time(tiny: lb.Model, make_tiny_
         assert tokens[rid] == greedy_alone(tiny, p, 5)
     assert engine.stats["tokens_generated"] == 5 * len(ps)
     assert engine.stats["max_active"] == 2
-    assert kv_empty(ctx)
+    assert kv_clean(engine, ctx)
 
 
 def test_one_decode_per_step_for_all_sequences(tiny: lb.Model, make_tiny_ctx) -> None:
@@ -150,7 +154,7 @@ def test_cancel_frees_the_slot_for_a_waiting_request(tiny: lb.Model, make_tiny_c
     tokens, finish, _ = run(engine)
     assert finish == {second: FR.LENGTH}
     assert head + tokens[second] == greedy_alone(tiny, ps[1], 4)
-    assert kv_empty(ctx)
+    assert kv_clean(engine, ctx)
 
 
 def test_cancel_all(tiny: lb.Model, make_tiny_ctx) -> None:
@@ -162,7 +166,7 @@ def test_cancel_all(tiny: lb.Model, make_tiny_ctx) -> None:
     engine.cancel_all()
     events = engine.step()
     assert sum(e.finish == FR.CANCELLED for e in events) == len(prompts(tiny))
-    assert not engine.has_work and kv_empty(ctx)
+    assert not engine.has_work and kv_clean(engine, ctx)
 
 
 def test_a_failing_sampler_ends_only_its_request(tiny: lb.Model, make_tiny_ctx) -> None:
@@ -188,7 +192,7 @@ def test_a_failing_sampler_ends_only_its_request(tiny: lb.Model, make_tiny_ctx) 
     assert set(failed) == {bad, none}
     assert "boom" in failed[bad] and "selected no token" in failed[none]
     assert tokens[ok] == greedy_alone(tiny, ps[0], 4)
-    assert kv_empty(ctx)
+    assert kv_clean(engine, ctx)
 
 
 def test_python_sampler_and_logits_rows(tiny: lb.Model, make_tiny_ctx) -> None:
@@ -230,7 +234,7 @@ def test_full_context_ends_one_sequence_with_length(tiny: lb.Model, make_tiny_ct
     # Positions n_ctx_seq-5 .. n_ctx_seq-1 take five generated tokens; the sixth needs no cell.
     assert len(tokens[full]) == 6
     assert finish[other] == FR.LENGTH and tokens[other] == greedy_alone(tiny, short, 12)
-    assert kv_empty(ctx)
+    assert kv_clean(engine, ctx)
 
 
 def test_shared_prefix_is_copied_not_evaluated(tiny: lb.Model, make_tiny_ctx) -> None:
@@ -250,7 +254,7 @@ def test_shared_prefix_is_copied_not_evaluated(tiny: lb.Model, make_tiny_ctx) ->
     assert stats["prompt_tokens_evaluated"] == len(a) + len(b) + len(c) - common
     for rid, p in zip(ids, (a, b, c)):
         assert tokens[rid] == greedy_alone(tiny, p, 5)
-    assert kv_empty(ctx)
+    assert kv_clean(engine, ctx)
 
 
 def test_no_sharing_when_disabled(tiny: lb.Model, make_tiny_ctx) -> None:
@@ -262,6 +266,68 @@ def test_no_sharing_when_disabled(tiny: lb.Model, make_tiny_ctx) -> None:
     assert engine.stats["prompt_tokens_shared"] == 0
     assert engine.stats["prompt_tokens_evaluated"] == 2 * len(p)
 
+
+
+def test_a_finished_request_leaves_its_prompt_for_the_next(tiny: lb.Model, make_tiny_ctx) -> None:
+    ctx = make_tiny_ctx(n_seq_max=3)
+    engine = _core.Engine(ctx)
+    first = prompts(tiny)[1]
+    rid = engine.submit(first, greedy(tiny), max_tokens=4)
+    tokens, _, _ = run(engine)
+    # The prompt and the three generated tokens that were decoded stay in slot 0.
+    kept = len(first) + 3
+    assert engine.cached_tokens == [kept, 0, 0] and kv_clean(engine, ctx)
+    # A follow-up (the conversation so far plus more) goes to that slot and evaluates only the rest.
+    follow = first + tokens[rid] + tiny.vocab.tokenize(" and then", add_special=False)
+    rid2 = engine.submit(follow, greedy(tiny), max_tokens=5)
+    other = engine.submit(prompts(tiny)[3], greedy(tiny), max_tokens=5)
+    tokens, _, _ = run(engine)
+    assert engine.stats["prompt_tokens_cached"] == kept
+    assert engine.stats["prompt_tokens_evaluated"] == len(first) + len(follow) - kept + len(prompts(tiny)[3])
+    assert tokens[rid2] == greedy_alone(tiny, follow, 5)
+    assert tokens[other] == greedy_alone(tiny, prompts(tiny)[3], 5)
+    assert kv_clean(engine, ctx)
+    engine.clear_cache()
+    assert engine.cached_tokens == [0, 0, 0] and all(ctx.seq_pos_max(s) == -1 for s in range(3))
+
+
+def test_an_unrelated_prompt_cuts_the_kept_cells(tiny: lb.Model, make_tiny_ctx) -> None:
+    ctx = make_tiny_ctx(n_seq_max=1)
+    engine = _core.Engine(ctx)
+    a, b = prompts(tiny)[0], prompts(tiny)[4]
+    engine.submit(a + a, greedy(tiny), max_tokens=3)
+    run(engine)
+    rid = engine.submit(b, greedy(tiny), max_tokens=4)
+    tokens, _, _ = run(engine)
+    shared = next(i for i, (x, y) in enumerate(zip(a + a, b)) if x != y)  # the BOS token at most
+    assert engine.stats["prompt_tokens_cached"] == shared
+    assert tokens[rid] == greedy_alone(tiny, b, 4)
+    assert engine.cached_tokens == [len(b) + 3] and kv_clean(engine, ctx)
+
+
+def test_kept_cells_changed_from_outside_are_not_trusted(tiny: lb.Model, make_tiny_ctx) -> None:
+    ctx = make_tiny_ctx(n_seq_max=1)
+    engine = _core.Engine(ctx)
+    p = prompts(tiny)[2]
+    engine.submit(p, greedy(tiny), max_tokens=2)
+    run(engine)
+    ctx.seq_rm(0, 2, -1)  # someone used the context directly
+    rid = engine.submit(p + p, greedy(tiny), max_tokens=4)
+    tokens, _, _ = run(engine)
+    assert engine.stats["prompt_tokens_cached"] == 0
+    assert tokens[rid] == greedy_alone(tiny, p + p, 4)
+
+
+def test_cache_finished_off_frees_every_cell(tiny: lb.Model, make_tiny_ctx) -> None:
+    ctx = make_tiny_ctx(n_seq_max=2)
+    engine = _core.Engine(ctx, cache_finished=False)
+    for p in prompts(tiny)[:3]:
+        engine.submit(p, greedy(tiny), max_tokens=3)
+    run(engine)
+    engine.submit(prompts(tiny)[0], greedy(tiny), max_tokens=3)
+    run(engine)
+    assert engine.stats["prompt_tokens_cached"] == 0 and engine.cached_tokens == [0, 0]
+    assert all(ctx.seq_pos_max(s) == -1 for s in range(2))
 
 def test_small_prompt_budget_keeps_generation_going(tiny: lb.Model, make_tiny_ctx) -> None:
     ctx = make_tiny_ctx(n_seq_max=2)

@@ -61,6 +61,13 @@ std::size_t max_devices();
 std::size_t max_parallel_sequences();
 int64_t time_us();
 
+// Lets go of the worker threads ggml's CPU backend (built with OpenMP) keeps for the calling
+// thread. libgomp keeps a team of workers for every thread that ever ran a graph, and once
+// there are more of them than CPUs it barely spins at barriers, so one idle thread's team
+// slows every other thread's decoding (3x on 2 cores). Call it from a thread that is done
+// generating; its next decode makes the team again. A no-op without OpenMP.
+void release_thread_workers();
+
 // One backend registered with ggml (CPU, CUDA, Metal, ...): where it came from and the
 // features it was compiled with.
 struct BackendInfo {

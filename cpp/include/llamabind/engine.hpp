@@ -18,8 +18,14 @@
 // Every step() builds one batch holding the next token of every generating sequence and,
 // in the room left (n_batch), chunks of the prompts still being evaluated; it decodes that
 // batch once and samples each sequence with its own SamplerChain. A sequence that finishes
-// (end-of-generation token, max_tokens, its context full, cancelled, failed) has its KV
-// cells removed at once, and a waiting request takes its slot in the next step.
+// (end-of-generation token, max_tokens, its context full, cancelled, failed) gives up its
+// slot at once, and a waiting request takes it in the next step.
+//
+// Prompt cache: a finished sequence's KV cells stay in its slot (unless cache_finished is
+// off or the sequence failed). A later request whose prompt starts with the same tokens is
+// put in that slot and evaluates only the rest, as a chat client resending its conversation
+// would want; any other request cuts the cells back to what it shares (often nothing).
+// Call clear_cache() after touching the context's sequences yourself.
 //
 // Shared prefixes: a request whose prompt starts with at least min_shared_prefix tokens
 // already evaluated (or being evaluated) for a live sequence copies those KV cells
@@ -60,6 +66,8 @@ struct EngineParams {
     int32_t max_prompt_tokens_per_step = 0;
     // Shortest common prefix worth copying from another sequence's KV cells (0: never copy).
     int32_t min_shared_prefix = 8;
+    // Keep a finished sequence's cells in its slot for the next prompt that starts the same way.
+    bool cache_finished = true;
 };
 
 struct RequestOptions {
@@ -83,6 +91,7 @@ struct EngineStats {
     int64_t prompt_tokens = 0;            // prompt tokens of admitted requests
     int64_t prompt_tokens_evaluated = 0;  // of those, decoded by this engine
     int64_t prompt_tokens_shared = 0;     // of those, copied from another sequence
+    int64_t prompt_tokens_cached = 0;     // of those, left in the slot by an earlier request
     int32_t max_active = 0;               // most sequences that shared one batch
 };
 
@@ -116,6 +125,10 @@ public:
     int32_t n_slots() const noexcept { return n_slots_; }
     int32_t n_ctx_seq() const noexcept { return n_ctx_seq_; }
     EngineStats stats() const;
+    // Tokens whose cells each free slot keeps from its last request (0 for slots in use).
+    std::vector<int32_t> cached_tokens();
+    // Forgets (and removes the cells of) what finished requests left in their slots.
+    void clear_cache();
 
     // One decode with every active sequence, then sampling; returns what happened.
     std::vector<EngineEvent> step(const std::atomic<bool> * stop = nullptr);
@@ -140,7 +153,9 @@ private:
     void share_prefixes();
     void compact();
     void finish(Request & r, FinishReason reason, std::string error = {});
-    void free_slot(Request & r);
+    void free_slot(Request & r, bool keep_cells);
+    int32_t reuse_cache(Request & r);
+    std::size_t choose_slot(const Request & r) const;
     void pick_donor(Request & r, bool independent_only);
     void release_finished(std::vector<std::unique_ptr<Request>> & dropped);
     Request * find_active(int64_t id);
@@ -168,6 +183,7 @@ private:
     std::deque<std::unique_ptr<Request>> waiting_;
     std::vector<std::unique_ptr<Request>> active_;
     std::vector<bool> slot_used_;
+    std::vector<std::vector<llama_token>> slot_cache_;  // tokens a free slot's cells hold
     std::vector<EngineEvent> events_;
     Batch batch_;
     bool decoded_ = false;
