@@ -63,7 +63,8 @@ def run_llama(llama_class: Any, args: argparse.Namespace) -> dict[str, Any]:
     llama_class: llamabind.Llama or llama_cpp.Llama, which take the same keywords."""
     llm, load = timed_load(lambda: llama_class(
         args.model, n_ctx=args.n_prompt + args.n_gen + 64, n_batch=512, n_ubatch=512, n_threads=args.threads,
-        n_threads_batch=args.threads, verbose=False, flash_attn=bool(args.flash_attn),
+        n_threads_batch=args.threads, verbose=False,
+        flash_attn=None if args.flash_attn < 0 else bool(args.flash_attn),
         embedding=args.path.endswith("embed")))
     return high_level(llm, args, sample=args.path.endswith("-sample"), stream=args.path.endswith("-stream")) | load
 
@@ -167,6 +168,7 @@ def core_loop(lb: Any, model: Any, args: argparse.Namespace) -> dict[str, Any]:
     ctx.memory_clear()
     t = time.perf_counter()
     ctx.decode_tokens(prompt, pos0=0)
+    ctx.logits_ith(-1)  # waits for the computation, which RPC devices run asynchronously
     pp_s = time.perf_counter() - t
     ctx.memory_clear()
     counting = vocab.tokenize(COUNTING, add_special=True)
