@@ -32,6 +32,9 @@ constexpr int32_t kProbeMax = 256;
 // How much likelier than estimated a try assumes acceptance to be.
 constexpr double kProbeOptimism = 0.3;
 constexpr double kMaxAcceptance = 0.99;
+// Full drafts verified before the first decision: one draft says little about acceptance,
+// and an estimate pulled towards 1/2 by too few counts turns drafting off where it pays.
+constexpr int32_t kExploreDrafts = 4;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -78,6 +81,7 @@ void DraftTuner::record_acceptance(int32_t n_tested, int32_t n_accepted) {
     if (n_tested < 1) {
         return;
     }
+    ++n_verified_drafts_;
     for (std::size_t i = 1; i < tested_.size(); ++i) {
         tested_[i] *= kAcceptanceDecay;
         accepted_[i] *= kAcceptanceDecay;
@@ -193,7 +197,7 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     for (std::size_t n = 2; n < verify_n_.size(); ++n) {
         measured_batch = measured_batch || verify_n_[n] > 0;
     }
-    if (!measured_batch || (per_token && draft_n_ == 0)) {
+    if (!measured_batch || (per_token && draft_n_ == 0) || n_verified_drafts_ < kExploreDrafts) {
         return limit;  // first measure what a full draft costs and how much of it is accepted
     }
     if (verify_n_[1] == 0) {

@@ -102,6 +102,7 @@ private:
     int32_t draft_n_ = 0;
     std::vector<double> tested_;      // decayed counts per draft position (index i >= 1)
     std::vector<double> accepted_;
+    int32_t n_verified_drafts_ = 0;   // record_acceptance calls so far
     int32_t since_probe_ = 0;         // plain steps since the last draft
     int32_t probe_every_ = 16;        // plain steps between tries while plain decoding wins
 };
