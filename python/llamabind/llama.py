@@ -103,7 +103,7 @@ class Llama:
     as warnings when they matter: `tfs_z` and `penalize_nl` have no effect (llama.cpp
     removed them); `lora_base` is ignored (llama.cpp applies adapters to the loaded weights);
     `verbose` does not print llama.cpp's log, which always goes to the `logging` logger
-    "llamabind" (configure logging to see it).
+    "llamabind" (configure logging to see it). `flash_attn=None` is llama.cpp's "auto".
 
     Speculative decoding (same output, faster where drafts are right): `draft_model` takes a
     LlamaPromptLookupDecoding (native prompt lookup) or any LlamaDraftModel; `draft_model_path`
@@ -117,8 +117,8 @@ class Llama:
     async variants: each step decodes one batch holding the next token of every running
     request plus chunks of new prompts, so calls from several threads or asyncio tasks, and
     create_completion with a list of prompts, run together instead of one after another.
-    Prompts that start with the same tokens as a running request (a shared system prompt)
-    copy its KV cells instead of evaluating them again. Requests beyond N wait for a free
+    Prompts that start like a running request (a shared system prompt) copy its KV cells, and
+    like a finished one (a chat's next turn) continue from what it left in its slot. Requests beyond N wait for a free
     slot. Breaking out of a stream, cancelling its task or its `cancel` event frees the
     slot at once. Not available with n_parallel > 1: echo=True together with logprobs,
     and set_cache (the engine's prefix sharing takes its place); the low-level eval /
