@@ -44,10 +44,10 @@ TEXT = (
 
 
 def worker(model: str, setting: str, args: argparse.Namespace) -> dict[str, float]:
-    out, _, rss = harness.run_with_rss([sys.executable, str(ROOT / "bench" / "worker.py"), "llama", model,
-                                        "--threads", str(args.threads), "--n-prompt", str(args.n_prompt),
-                                        "--n-gen", str(args.n_gen), "--flash-attn", str(SETTINGS[setting])])
-    return dict(json.loads(out.strip().splitlines()[-1])) | {"maxrss_mb": rss}
+    """bench/run.py's fresh-process measurement of the `llama` path with this setting."""
+    settings = argparse.Namespace(**vars(args), n_sentences=0)
+    settings.flash_attn = SETTINGS[setting]
+    return harness.worker(sys.executable, "llama", model, settings)
 
 
 def nll_here(model: str, setting: str, threads: int) -> None:

@@ -153,6 +153,10 @@ std::vector<int32_t> Engine::cached_tokens() {
 
 void Engine::clear_cache() {
     std::lock_guard<std::mutex> lock(step_mutex_);
+    drop_cache();
+}
+
+void Engine::drop_cache() {
     for (std::size_t s = 0; s < slot_cache_.size(); ++s) {
         if (slot_used_[s] || slot_cache_[s].empty()) {
             continue;
@@ -161,6 +165,7 @@ void Engine::clear_cache() {
         try {
             ctx_->seq_rm(static_cast<llama_seq_id>(s), -1, -1);
         } catch (const Closed &) {
+            // The context is gone, and its cells with it.
         }
     }
 }
@@ -623,15 +628,7 @@ void Engine::close() {
         dropped.push_back(std::move(r));
     }
     active_.clear();
-    for (std::size_t s = 0; s < slot_cache_.size(); ++s) {
-        if (!slot_cache_[s].empty()) {
-            slot_cache_[s].clear();
-            try {
-                ctx_->seq_rm(static_cast<llama_seq_id>(s), -1, -1);
-            } catch (const Closed &) {
-            }
-        }
-    }
+    drop_cache();
     events_.clear();
     decoded_ = false;
     n_active_ = 0;

@@ -91,6 +91,20 @@ def test_rpc_servers_keyword_is_accepted(smollm2_path: Path) -> None:
         assert llm.n_ctx() >= 256
 
 
+
+def test_flash_attn_none_is_llama_cpps_auto(smollm2_path: Path) -> None:
+    """flash_attn=None asks for llama.cpp's auto, which turns flash attention on where the
+    backend has it (the CPU does): the same logits as flash_attn=True, unlike off's."""
+    rows = {}
+    for flash in (None, True, False):
+        with make_llama(smollm2_path, n_ctx=256, flash_attn=flash, logits_all=True) as llm:
+            want = {None: lb.FlashAttnType.AUTO, True: lb.FlashAttnType.ENABLED, False: lb.FlashAttnType.DISABLED}
+            assert llm.context_params["flash_attn_type"] == want[flash]
+            llm.eval(llm.tokenize(CAPITAL.encode()))
+            rows[flash] = np.array(llm.scores[: llm.n_tokens])
+    assert np.array_equal(rows[None], rows[True])
+    assert not np.array_equal(rows[None], rows[False])
+
 def test_unknown_keyword_raises_type_error(smollm2_path: Path) -> None:
     with pytest.raises(TypeError, match="n_gqq"):
         _llama(smollm2_path, n_gqq=8)

@@ -156,6 +156,7 @@ private:
     void free_slot(Request & r, bool keep_cells);
     int32_t reuse_cache(Request & r);
     std::size_t choose_slot(const Request & r) const;
+    void drop_cache();  // clear_cache() with step_mutex_ held
     void pick_donor(Request & r, bool independent_only);
     void release_finished(std::vector<std::unique_ptr<Request>> & dropped);
     Request * find_active(int64_t id);
