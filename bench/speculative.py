@@ -10,8 +10,10 @@ Two tasks, greedy, --threads threads (default 2), flash attention off, --n-gen t
   4 and 8, llamabind fixed (draft_adaptive=False, the native tool's procedure) and adaptive,
   against llama-speculative-simple --spec-type draft-simple with the same lengths
   (--spec-draft-p-min 0: always the full length);
-- "edit": an edit whose answer repeats most of the prompt, prompt lookup (llamabind's
-  NgramDrafter through LlamaPromptLookupDecoding) against llama.cpp's n-gram spec types.
+- "edit": a one-line edit of a 20-line function whose answer repeats the rest of the prompt
+  (llama.cpp's n-gram types accept 80% of their drafts there), prompt lookup (llamabind's
+  NgramDrafter through LlamaPromptLookupDecoding) at --n-lookup 8 and 16 tokens, against
+  llama.cpp's n-gram spec types at their defaults (drafts of up to 48 tokens).
 
 Every run is a fresh process. llamabind's runs first evaluate the prompt (a completion of two
 tokens, which also brings the draft context up to the prompt), then time a completion of
@@ -64,8 +66,8 @@ def largest_customer(orders):
     totals = total_by_customer(orders)
     return max(totals, key=totals.get)
 """
-EDIT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nRename the variable "
-        "`orders` to `records` everywhere in this code and output the complete code, nothing else:\n"
+EDIT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nChange the field separator "
+        "in `load_orders` from a comma to a semicolon and output the complete code, nothing else:\n"
         f"```python\n{CODE}```<|im_end|>\n<|im_start|>assistant\n")
 PROMPTS = {"palindrome": PALINDROME, "edit": EDIT}
 NGRAM_TYPES = ("ngram-simple", "ngram-map-k", "ngram-mod")
@@ -156,9 +158,10 @@ def paths(args: argparse.Namespace) -> dict[str, Any]:
     table["edit | llamabind plain"] = lambda m: llamabind_run(m, args, "edit", "plain")
     for t in NGRAM_TYPES:
         table[f"edit | llama.cpp {t}"] = lambda m, t=t: spec_simple(m, args, "edit", ["--spec-type", t])
-    n = args.n_lookup
-    table[f"edit | llamabind lookup n={n}"] = lambda m: llamabind_run(m, args, "edit", f"lookup{n}")
-    table[f"edit | llamabind lookup n={n} adaptive"] = lambda m: llamabind_run(m, args, "edit", f"lookup{n}-adaptive")
+    for n in args.n_lookup:
+        table[f"edit | llamabind lookup n={n}"] = lambda m, n=n: llamabind_run(m, args, "edit", f"lookup{n}")
+        table[f"edit | llamabind lookup n={n} adaptive"] = \
+            lambda m, n=n: llamabind_run(m, args, "edit", f"lookup{n}-adaptive")
     return table
 
 
@@ -202,7 +205,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-gen", type=int, default=160)
     parser.add_argument("--n-draft", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--n-lookup", type=int, default=8, help="prompt lookup's most drafted tokens (default 8)")
+    parser.add_argument("--n-lookup", type=int, nargs="+", default=[8, 16],
+                        help="prompt lookup's most drafted tokens (default 8 16)")
     parser.add_argument("--skip-native-build", action="store_true")
     parser.add_argument("--write-results", action="store_true", help="also rewrite bench/SPECULATIVE.md")
     parser.add_argument("--draft", default=None, help=argparse.SUPPRESS)

@@ -175,6 +175,35 @@ from max_ngram down to min_ngram), and keeps following a stretch the output repr
         py::arg("target"), py::arg("draft"),
         "Raises ValueError unless `draft` can propose tokens for `target` (llama.cpp's vocabulary checks).");
 
+    py::class_<DraftTuner>(m, "DraftTuner", R"doc(
+The adaptive mode's choice of draft lengths (the one a Speculator with adaptive=True keeps),
+on its own: feed it timings and acceptance, ask it for the next length.
+
+    tuner = DraftTuner(8)
+    k = tuner.choose(8, per_token=True)     # before drafting with a draft model
+    tuner.record_draft(k, seconds)          # drafting k tokens took `seconds`
+    tuner.record_verify(k + 1, seconds)     # the target's decode of the pending token + k
+    tuner.record_acceptance(tested, accepted)
+
+It picks the k in 0..n_max with the most expected tokens per second (0: plain decoding),
+trying drafts again now and then while plain decoding wins.
+)doc")
+        .def(py::init<int32_t>(), py::arg("n_max"))
+        .def_property_readonly("n_max", &DraftTuner::n_max)
+        .def("choose", &DraftTuner::choose, py::arg("limit"), py::arg("per_token"),
+             "The draft length for the next step, at most `limit`. per_token: drafting costs per drafted\n"
+             "token (a draft model) and is decided before drafting; otherwise `limit` is the length of a\n"
+             "draft already made (a lookup).")
+        .def("record_verify", &DraftTuner::record_verify, py::arg("n_tokens"), py::arg("seconds"),
+             "A target decode of n_tokens took `seconds`.")
+        .def("record_draft", &DraftTuner::record_draft, py::arg("units"), py::arg("seconds"),
+             "Drafting took `seconds` for `units` (drafted tokens, or 1 lookup call).")
+        .def("record_acceptance", &DraftTuner::record_acceptance, py::arg("n_tested"), py::arg("n_accepted"),
+             "A verified draft: n_tested positions compared, the first n_accepted of them accepted.")
+        .def(
+            "estimates", [](const DraftTuner & self, bool per_token) { return estimates_dict(self, per_token); },
+            py::arg("per_token"), "As Speculator.estimates().");
+
     py::class_<StepResult>(m, "StepResult", "What one Speculator step emitted.")
         .def_readonly("tokens", &StepResult::tokens, "The target sampler's draws, in order.")
         .def_readonly("rows", &StepResult::rows,

@@ -29,12 +29,28 @@ constexpr double kMargin = 0.03;
 // when not even perfect acceptance could pay).
 constexpr int32_t kProbeFirst = 16;
 constexpr int32_t kProbeMax = 256;
-// How much likelier than estimated a try assumes acceptance to be.
+// How much likelier than estimated a try assumes acceptance to be (a try is for noticing a
+// change of text, so it drafts what would pay if the text had become easier).
 constexpr double kProbeOptimism = 0.3;
 constexpr double kMaxAcceptance = 0.99;
-// Full drafts verified before the first decision: one draft says little about acceptance,
-// and an estimate pulled towards 1/2 by too few counts turns drafting off where it pays.
-constexpr int32_t kExploreDrafts = 4;
+// A batch size's weight in the fitted line of decode costs is its count of timings, up to this.
+constexpr int32_t kFitWeightCap = 8;
+// A model's first draft is this short (it pays per drafted token): longer ones follow once it
+// and a plain step show that they may pay.
+constexpr int32_t kFirstModelDraft = 2;
+// While few drafts have been verified, acceptance is assumed likelier than measured by
+// kDoubt * (1/sqrt(n) - 1/sqrt(kDoubtDrafts)) after n drafts (nothing from kDoubtDrafts on).
+// A few unlucky drafts say little (the estimate's spread shrinks like 1/sqrt(n)), and turning
+// drafting off on them would give away the gain where it pays.
+constexpr double kDoubt = 0.4;
+constexpr int32_t kDoubtDrafts = 16;
+
+double doubt(int32_t n_drafts) {
+    if (n_drafts >= kDoubtDrafts) {
+        return 0.0;
+    }
+    return kDoubt * (1.0 / std::sqrt(std::max(1.0, double(n_drafts))) - 1.0 / std::sqrt(double(kDoubtDrafts)));
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -81,7 +97,11 @@ void DraftTuner::record_acceptance(int32_t n_tested, int32_t n_accepted) {
     if (n_tested < 1) {
         return;
     }
-    ++n_verified_drafts_;
+    ++n_explored_;
+    if (probing_ && n_accepted >= n_tested) {
+        n_explored_ = 1;  // a try accepted in full: the text may have changed, look again
+    }
+    probing_ = false;
     for (std::size_t i = 1; i < tested_.size(); ++i) {
         tested_[i] *= kAcceptanceDecay;
         accepted_[i] *= kAcceptanceDecay;
@@ -108,46 +128,53 @@ double DraftTuner::acceptance(int32_t position) const {
     return (accepted_[i] + 2.0 * pooled) / (tested_[i] + 2.0);
 }
 
+// V(1) as measured; batches of 2 and more on the line fitted (least squares, weighted by
+// how often each size was measured, up to a cap) through the sizes measured: single
+// timings of a shared machine are noisy, and a size measured once must not decide alone.
+// With one size measured, the line through it and V(1).
 double DraftTuner::verify_cost(int32_t n) const {
-    const auto size = static_cast<int32_t>(verify_s_.size());
     if (n < 1) {
         return 0.0;
     }
-    if (n < size && verify_n_[static_cast<std::size_t>(n)] > 0) {
-        return verify_s_[static_cast<std::size_t>(n)];
+    if (n == 1 && verify_n_[1] > 0) {
+        return verify_s_[1];
     }
-    int32_t lo = std::min(n, size) - 1;
-    while (lo >= 1 && verify_n_[static_cast<std::size_t>(lo)] == 0) {
-        --lo;
-    }
-    int32_t hi = n + 1;
-    while (hi < size && verify_n_[static_cast<std::size_t>(hi)] == 0) {
-        ++hi;
-    }
-    const bool has_lo = lo >= 1;
-    const bool has_hi = hi < size;
-    if (has_lo && has_hi) {
-        const double vl = verify_s_[static_cast<std::size_t>(lo)];
-        const double vh = verify_s_[static_cast<std::size_t>(hi)];
-        return vl + (vh - vl) * double(n - lo) / double(hi - lo);
-    }
-    if (has_hi) {
-        return verify_s_[static_cast<std::size_t>(hi)];  // smaller batches cost no more
-    }
-    if (has_lo) {
-        // Beyond the largest measured size: the slope of the two largest, or proportional.
-        int32_t lo2 = lo - 1;
-        while (lo2 >= 1 && verify_n_[static_cast<std::size_t>(lo2)] == 0) {
-            --lo2;
+    double sw = 0.0;
+    double sx = 0.0;
+    double sy = 0.0;
+    double sxx = 0.0;
+    double sxy = 0.0;
+    int32_t sizes = 0;
+    for (std::size_t i = 2; i < verify_s_.size(); ++i) {
+        if (verify_n_[i] == 0) {
+            continue;
         }
-        const double vl = verify_s_[static_cast<std::size_t>(lo)];
-        if (lo2 >= 1) {
-            const double slope = std::max(0.0, (vl - verify_s_[static_cast<std::size_t>(lo2)]) / double(lo - lo2));
-            return vl + slope * double(n - lo);
-        }
-        return vl * double(n) / double(lo);
+        const double w = std::min<int32_t>(verify_n_[i], kFitWeightCap);
+        const double x = double(i);
+        sw += w;
+        sx += w * x;
+        sy += w * verify_s_[i];
+        sxx += w * x * x;
+        sxy += w * x * verify_s_[i];
+        ++sizes;
     }
-    return 0.0;
+    const double v1 = verify_n_[1] > 0 ? verify_s_[1] : 0.0;
+    if (sizes == 0) {
+        return v1 * n;
+    }
+    double slope = 0.0;
+    double at = 0.0;  // the line's value at x = mean size
+    const double mean = sx / sw;
+    at = sy / sw;
+    if (sizes >= 2) {
+        slope = std::max(0.0, (sxy - sx * sy / sw) / (sxx - sx * sx / sw));
+    } else if (verify_n_[1] > 0) {
+        slope = std::max(0.0, (at - v1) / (mean - 1.0));
+    } else {
+        slope = at / mean;
+    }
+    const double v = at + slope * (double(n) - mean);
+    return std::max(v, v1);  // a batch costs no less than one token
 }
 
 double DraftTuner::draft_cost(int32_t k, bool per_token) const {
@@ -172,10 +199,10 @@ double DraftTuner::rate(int32_t k, bool per_token, double optimism) const {
     return seconds > 0.0 ? expected_tokens(k, optimism) / seconds : 0.0;
 }
 
-int32_t DraftTuner::best(int32_t limit, bool per_token, double optimism, double * rate_out) const {
-    int32_t best_k = 0;
-    double best_rate = rate(0, per_token, optimism);
-    for (int32_t k = 1; k <= std::min(limit, n_max_); ++k) {
+int32_t DraftTuner::best(int32_t limit, bool per_token, double optimism, double * rate_out, int32_t from) const {
+    int32_t best_k = from;
+    double best_rate = rate(from, per_token, optimism);
+    for (int32_t k = from + 1; k <= std::min(limit, n_max_); ++k) {
         const double r = rate(k, per_token, optimism);
         if (r > best_rate) {
             best_rate = r;
@@ -197,34 +224,41 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     for (std::size_t n = 2; n < verify_n_.size(); ++n) {
         measured_batch = measured_batch || verify_n_[n] > 0;
     }
-    if (!measured_batch || (per_token && draft_n_ == 0) || n_verified_drafts_ < kExploreDrafts) {
-        return limit;  // first measure what a full draft costs and how much of it is accepted
+    if (!measured_batch || (per_token && draft_n_ == 0)) {
+        // First measure what a draft costs and how much of it is accepted: short where the
+        // draft is paid per token, so that an expensive draft model costs little to rule out.
+        return per_token ? std::min(limit, kFirstModelDraft) : limit;
     }
     if (verify_n_[1] == 0) {
         return 0;  // then what plain decoding costs
     }
+    // The draft length that pays best, with the benefit of the doubt while drafts are few.
     double drafted = 0.0;
-    const int32_t k = best(limit, per_token, 0.0, &drafted);
+    const int32_t k = best(limit, per_token, doubt(n_explored_), &drafted, 1);
     const double plain = rate(0, per_token);
-    if (k > 0 && drafted > plain * (1.0 + kMargin)) {
+    if (drafted > plain * (1.0 + kMargin)) {
         since_probe_ = 0;
         probe_every_ = kProbeFirst;
         return k;
+    }
+    // Not even a draft that is always right would pay: only measure the costs again now and
+    // then, with the cheapest draft.
+    double perfect = 0.0;
+    best(limit, per_token, 1.0, &perfect);
+    const bool hopeless = perfect <= plain * (1.0 + kMargin);
+    if (hopeless) {
+        probe_every_ = kProbeMax;
     }
     if (++since_probe_ < probe_every_) {
         return 0;
     }
     since_probe_ = 0;
-    double perfect = 0.0;
-    best(limit, per_token, 1.0, &perfect);
-    if (perfect <= plain * (1.0 + kMargin)) {
-        // Not even a draft that is always right would pay: only measure the costs again now
-        // and then, with the cheapest draft.
-        probe_every_ = kProbeMax;
+    probing_ = true;
+    if (hopeless) {
         return 1;
     }
     probe_every_ = std::min(2 * probe_every_, kProbeMax);
-    return std::max<int32_t>(1, best(limit, per_token, kProbeOptimism, nullptr));
+    return best(limit, per_token, kProbeOptimism, nullptr, 1);
 }
 
 Speculator::Speculator(std::shared_ptr<Context> target, std::shared_ptr<Drafter> drafter,

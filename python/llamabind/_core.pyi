@@ -9,7 +9,7 @@ import numpy
 import numpy.dtypes
 import numpy.typing
 import typing
-__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'Drafter', 'Engine', 'EngineEvent', 'FType', 'FatalDecodeError', 'FinishReason', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelDrafter', 'ModelLoadError', 'NgramDrafter', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'RpcError', 'SamplerChain', 'Speculator', 'SplitMode', 'StateError', 'StepResult', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'check_draft_vocab', 'check_rpc_server', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'parse_rpc_servers', 'quantize', 'release_thread_workers', 'rpc_protocol_version', 'rpc_server_devices', 'serve_rpc', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
+__all__: list[str] = ['AbortedError', 'AdapterError', 'AttentionType', 'Batch', 'ClosedError', 'Context', 'ContextFullError', 'DEFAULT_SEED', 'DecodeError', 'DraftTuner', 'Drafter', 'Engine', 'EngineEvent', 'FType', 'FatalDecodeError', 'FinishReason', 'FlashAttnType', 'GGMLType', 'GrammarError', 'InvalidArgumentError', 'InvalidBatchError', 'LlamaError', 'LlamaFileNotFoundError', 'LlamaPermissionError', 'LoadMode', 'LoraAdapter', 'Model', 'ModelDrafter', 'ModelLoadError', 'NgramDrafter', 'NumaStrategy', 'OutOfRangeError', 'PoolingType', 'QuantizeError', 'RopeScalingType', 'RopeType', 'RpcError', 'SamplerChain', 'Speculator', 'SplitMode', 'StateError', 'StepResult', 'TokenAttr', 'Vocab', 'VocabType', 'backend_directory', 'backends', 'builtin_chat_templates', 'chat_apply_template', 'check_draft_vocab', 'check_rpc_server', 'devices', 'dynamic_backends', 'flush_logs', 'llama_cpp_pin', 'llama_cpp_version', 'max_devices', 'max_parallel_sequences', 'numa_init', 'parse_rpc_servers', 'quantize', 'release_thread_workers', 'rpc_protocol_version', 'rpc_server_devices', 'serve_rpc', 'set_native_stderr_logging', 'split_path', 'split_prefix', 'supports_gpu_offload', 'supports_mlock', 'supports_mmap', 'supports_rpc', 'system_info', 'time_us', 'token_data_dtype', 'version']
 class LlamaError(Exception):
     """Base class of every error raised by llamabind."""
 
@@ -1193,6 +1193,47 @@ class NgramDrafter(Drafter):
         ...
     @property
     def min_ngram(self) -> int:
+        ...
+class DraftTuner:
+    """
+    The adaptive mode's choice of draft lengths (the one a Speculator with adaptive=True keeps),
+    on its own: feed it timings and acceptance, ask it for the next length.
+
+        tuner = DraftTuner(8)
+        k = tuner.choose(8, per_token=True)     # before drafting with a draft model
+        tuner.record_draft(k, seconds)          # drafting k tokens took `seconds`
+        tuner.record_verify(k + 1, seconds)     # the target's decode of the pending token + k
+        tuner.record_acceptance(tested, accepted)
+
+    It picks the k in 0..n_max with the most expected tokens per second (0: plain decoding),
+    trying drafts again now and then while plain decoding wins.
+    """
+    def __init__(self, n_max: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def choose(self, limit: typing.SupportsInt | typing.SupportsIndex, per_token: bool) -> int:
+        """
+        The draft length for the next step, at most `limit`. per_token: drafting costs per drafted
+        token (a draft model) and is decided before drafting; otherwise `limit` is the length of a
+        draft already made (a lookup).
+        """
+    def estimates(self, per_token: bool) -> dict:
+        """
+        As Speculator.estimates().
+        """
+    def record_acceptance(self, n_tested: typing.SupportsInt | typing.SupportsIndex, n_accepted: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        A verified draft: n_tested positions compared, the first n_accepted of them accepted.
+        """
+    def record_draft(self, units: typing.SupportsInt | typing.SupportsIndex, seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        """
+        Drafting took `seconds` for `units` (drafted tokens, or 1 lookup call).
+        """
+    def record_verify(self, n_tokens: typing.SupportsInt | typing.SupportsIndex, seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        """
+        A target decode of n_tokens took `seconds`.
+        """
+    @property
+    def n_max(self) -> int:
         ...
 class StepResult:
     """

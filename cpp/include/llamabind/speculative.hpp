@@ -62,7 +62,8 @@ struct SpeculativeStats {
 // V(n) per batch size (interpolated in between), D per drafted token (a draft model) or per
 // call (a lookup), the acceptance per position with exponential forgetting. The length with
 // the highest E(k) / (D(k) + V(k + 1)) wins, 0 (plain decoding) unless a draft beats it by a
-// margin. While plain decoding wins, a short draft is tried now and then (less and less often
+// margin; while few drafts have been verified, acceptance is assumed somewhat likelier than
+// measured (the doubt fades with each draft). While plain decoding wins, a short draft is tried now and then (less and less often
 // while it keeps losing, never if even perfect acceptance could not pay) so that a change of
 // text (a stretch the draft predicts well) is noticed.
 class DraftTuner {
@@ -92,7 +93,7 @@ public:
     double rate(int32_t k, bool per_token, double optimism = 0.0) const;
 
 private:
-    int32_t best(int32_t limit, bool per_token, double optimism, double * rate_out) const;
+    int32_t best(int32_t limit, bool per_token, double optimism, double * rate_out, int32_t from = 0) const;
     double acceptance(int32_t position) const;
 
     int32_t n_max_;
@@ -102,7 +103,8 @@ private:
     int32_t draft_n_ = 0;
     std::vector<double> tested_;      // decayed counts per draft position (index i >= 1)
     std::vector<double> accepted_;
-    int32_t n_verified_drafts_ = 0;   // record_acceptance calls so far
+    int32_t n_explored_ = 0;          // drafts verified since exploring (re)started
+    bool probing_ = false;            // the last choice was a try while plain decoding won
     int32_t since_probe_ = 0;         // plain steps since the last draft
     int32_t probe_every_ = 16;        // plain steps between tries while plain decoding wins
 };
