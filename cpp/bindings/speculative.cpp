@@ -132,7 +132,15 @@ tokens can be given to Speculator as well.
                 return out;
             },
             py::arg("tokens"), py::arg("n_max"),
-            "Up to n_max tokens likely to follow `tokens` (whose last token the target has not evaluated).");
+            "Up to n_max tokens likely to follow `tokens` (whose last token the target has not evaluated).")
+        .def_property_readonly(
+            "last_hindsight",
+            [](const Drafter & self) {
+                const auto & h = self.last_hindsight();
+                return std::vector<int>(h.begin(), h.end());
+            },
+            "What the last draft() learnt while catching up: for consecutive generated tokens, 1 where\n"
+            "the drafter would have proposed the token that came, 0 where not (empty if nothing).");
 
     py::class_<ModelDrafter, Drafter, std::shared_ptr<ModelDrafter>>(m, "ModelDrafter", R"doc(
 A draft model with the target's vocabulary: drafts greedily in its own context, kept in
@@ -200,6 +208,9 @@ trying drafts again now and then while plain decoding wins.
              "Drafting took `seconds` for `units` (drafted tokens, or 1 lookup call).")
         .def("record_acceptance", &DraftTuner::record_acceptance, py::arg("n_tested"), py::arg("n_accepted"),
              "A verified draft: n_tested positions compared, the first n_accepted of them accepted.")
+        .def("record_hindsight", &DraftTuner::record_hindsight, py::arg("matches"),
+             "Acceptance learnt in hindsight: for consecutive tokens, whether the drafter would have\n"
+             "proposed each (1) or not (0); counted as the drafts it would have made there.")
         .def(
             "estimates", [](const DraftTuner & self, bool per_token) { return estimates_dict(self, per_token); },
             py::arg("per_token"), "As Speculator.estimates().");

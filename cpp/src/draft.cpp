@@ -21,6 +21,9 @@ namespace {
 // of one family are allowed to name differently).
 constexpr int32_t kVocabMaxSizeDifference = 128;
 constexpr int32_t kVocabCheckStartTokenId = 5;
+// Hindsight compares the draft model's choices only where it has at least this many tokens
+// of context (a window restarted after a pause starts with none).
+constexpr std::size_t kHindsightContext = 16;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -129,7 +132,32 @@ void ModelDrafter::sync(const std::vector<llama_token> & tokens) {
         held_.resize(common);
     }
     const std::size_t from = offset_ + common;
-    ctx_->decode_tokens(tokens.data() + from, n - from, static_cast<llama_pos>(common));
+    const std::size_t count = n - from;
+    // Rows from `lo` on are compared in hindsight: row i predicts tokens[from + i + 1], a
+    // generated token, with kHindsightContext tokens or more before it.
+    std::size_t lo = count;
+    if (max_catch_up_ > 0 && count > 2) {
+        const std::size_t first_generated = begin_len_ > from + 1 ? begin_len_ - from - 1 : 0;
+        const std::size_t enough_context = kHindsightContext > common + 1 ? kHindsightContext - common - 1 : 0;
+        lo = std::max(first_generated, enough_context);
+        if (lo + 1 >= count || count - lo > static_cast<std::size_t>(ctx_->n_batch())) {
+            lo = count;
+        }
+    }
+    hindsight_.clear();
+    if (lo < count) {
+        if (lo > 0) {
+            ctx_->decode_tokens(tokens.data() + from, lo, static_cast<llama_pos>(common));
+        }
+        ctx_->decode_tokens(tokens.data() + from + lo, count - lo, static_cast<llama_pos>(common + lo), 0, true);
+        for (std::size_t i = 0; i + 1 < count - lo; ++i) {
+            const float * row = ctx_->logits_ith(static_cast<int32_t>(i));
+            const auto best = static_cast<llama_token>(std::max_element(row, row + n_vocab_) - row);
+            hindsight_.push_back(best == tokens[from + lo + i + 1] ? 1 : 0);
+        }
+    } else {
+        ctx_->decode_tokens(tokens.data() + from, count, static_cast<llama_pos>(common));
+    }
     held_.insert(held_.end(), tokens.begin() + static_cast<std::ptrdiff_t>(from), tokens.end());
     last_decodes_ = 1;
 }
@@ -137,6 +165,7 @@ void ModelDrafter::sync(const std::vector<llama_token> & tokens) {
 void ModelDrafter::draft(const std::vector<llama_token> & tokens, int32_t n_max, std::vector<llama_token> & out) {
     last_decodes_ = 0;
     last_catch_up_s_ = 0.0;
+    hindsight_.clear();
     if (tokens.empty() || n_max <= 0) {
         return;
     }

@@ -35,6 +35,8 @@ constexpr double kProbeOptimism = 0.3;
 constexpr double kMaxAcceptance = 0.99;
 // A batch size's weight in the fitted line of decode costs is its count of timings, up to this.
 constexpr int32_t kFitWeightCap = 8;
+// Timings of a batch size that make its own estimate (fewer: the fitted line's).
+constexpr int32_t kOwnTimings = 3;
 // A model's first draft is this short (it pays per drafted token): longer ones follow once it
 // and a plain step show that they may pay.
 constexpr int32_t kFirstModelDraft = 2;
@@ -44,6 +46,9 @@ constexpr int32_t kFirstModelDraft = 2;
 // drafting off on them would give away the gain where it pays.
 constexpr double kDoubt = 0.4;
 constexpr int32_t kDoubtDrafts = 16;
+// Drafts verified before plain decoding may win (unless no draft could pay): the first ones
+// can all be unlucky, a truncated one (a call's last token) included.
+constexpr int32_t kExploreDrafts = 4;
 
 double doubt(int32_t n_drafts) {
     if (n_drafts >= kDoubtDrafts) {
@@ -93,8 +98,7 @@ void DraftTuner::record_draft(int32_t units, double seconds) {
 }
 
 void DraftTuner::record_acceptance(int32_t n_tested, int32_t n_accepted) {
-    n_tested = std::min(n_tested, n_max_);
-    if (n_tested < 1) {
+    if (std::min(n_tested, n_max_) < 1) {
         return;
     }
     ++n_explored_;
@@ -102,6 +106,36 @@ void DraftTuner::record_acceptance(int32_t n_tested, int32_t n_accepted) {
         n_explored_ = 1;  // a try accepted in full: the text may have changed, look again
     }
     probing_ = false;
+    count_acceptance(n_tested, n_accepted);
+}
+
+void DraftTuner::record_hindsight(const std::vector<uint8_t> & matches) {
+    // A draft starting at each token would have had the run of matches from there accepted
+    // (each drafted token following the ones before it, as the tokens that came did).
+    if (n_max_ < 1) {
+        return;
+    }
+    std::size_t run_end = matches.size();
+    std::vector<int32_t> runs(matches.size(), 0);
+    for (std::size_t j = matches.size(); j-- > 0;) {
+        if (matches[j] == 0) {
+            run_end = j;
+        }
+        runs[j] = static_cast<int32_t>(run_end - j);
+    }
+    for (std::size_t j = 0; j < matches.size(); ++j) {
+        const int32_t run = std::min(runs[j], n_max_);
+        const bool open = j + static_cast<std::size_t>(runs[j]) == matches.size() && run < n_max_;
+        // A run reaching the end says nothing about the position after it.
+        const int32_t tested = open ? run : std::min(run + 1, n_max_);
+        if (tested > 0) {
+            count_acceptance(tested, run);
+        }
+    }
+}
+
+void DraftTuner::count_acceptance(int32_t n_tested, int32_t n_accepted) {
+    n_tested = std::min(n_tested, n_max_);
     for (std::size_t i = 1; i < tested_.size(); ++i) {
         tested_[i] *= kAcceptanceDecay;
         accepted_[i] *= kAcceptanceDecay;
@@ -128,16 +162,19 @@ double DraftTuner::acceptance(int32_t position) const {
     return (accepted_[i] + 2.0 * pooled) / (tested_[i] + 2.0);
 }
 
-// V(1) as measured; batches of 2 and more on the line fitted (least squares, weighted by
-// how often each size was measured, up to a cap) through the sizes measured: single
-// timings of a shared machine are noisy, and a size measured once must not decide alone.
-// With one size measured, the line through it and V(1).
+// A size measured kOwnTimings times or more (V(1): once) costs what it measured; the costs
+// of CPU kernels are not linear in the batch size (on a 2-core Xeon V(3) and V(5) differ by
+// a tenth). Other sizes lie on the line fitted (least squares, weighted by how often each
+// size was measured, up to a cap) through the sizes of 2 and more measured: single timings
+// of a shared machine are noisy, and a size measured once must not decide alone. With one
+// such size measured, the line through it and V(1).
 double DraftTuner::verify_cost(int32_t n) const {
     if (n < 1) {
         return 0.0;
     }
-    if (n == 1 && verify_n_[1] > 0) {
-        return verify_s_[1];
+    const auto size = static_cast<int32_t>(verify_s_.size());
+    if (n < size && verify_n_[static_cast<std::size_t>(n)] >= (n == 1 ? 1 : kOwnTimings)) {
+        return verify_s_[static_cast<std::size_t>(n)];  // measured often enough on its own
     }
     double sw = 0.0;
     double sx = 0.0;
@@ -195,7 +232,19 @@ double DraftTuner::expected_tokens(int32_t k, double optimism) const {
 }
 
 double DraftTuner::rate(int32_t k, bool per_token, double optimism) const {
-    const double seconds = draft_cost(k, per_token) + verify_cost(k + 1);
+    double verify = verify_cost(k + 1);
+    if (optimism > 0.0) {
+        // Hopeful about costs too: a batch larger than any measured costs what the largest
+        // measured one does (the line from a few small sizes is steeper than the costs of
+        // larger ones turn out), so that a longer draft gets tried and measured.
+        int32_t largest = 1;
+        for (int32_t n = 2; n < static_cast<int32_t>(verify_n_.size()); ++n) {
+            largest = verify_n_[static_cast<std::size_t>(n)] > 0 ? n : largest;
+        }
+        verify = std::min(verify, verify_cost(std::max(largest, 1)));
+        verify = std::max(verify, verify_cost(1));
+    }
+    const double seconds = draft_cost(k, per_token) + verify;
     return seconds > 0.0 ? expected_tokens(k, optimism) / seconds : 0.0;
 }
 
@@ -215,6 +264,13 @@ int32_t DraftTuner::best(int32_t limit, bool per_token, double optimism, double 
     return best_k;
 }
 
+// Not even a draft that is always right would pay.
+bool DraftTuner::hopeless(int32_t limit, bool per_token) const {
+    double perfect = 0.0;
+    best(limit, per_token, 1.0, &perfect, 1);
+    return perfect <= rate(0, per_token) * (1.0 + kMargin);
+}
+
 int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     limit = std::min(limit, n_max_);
     if (limit <= 0) {
@@ -232,6 +288,11 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     if (verify_n_[1] == 0) {
         return 0;  // then what plain decoding costs
     }
+    if (n_explored_ < kExploreDrafts && !hopeless(limit, per_token)) {
+        // Still exploring: the length that would pay best if the text were easier than it
+        // looks so far (a draft of one token says nothing about the positions after it).
+        return best(limit, per_token, kProbeOptimism, nullptr, 1);
+    }
     // The draft length that pays best, with the benefit of the doubt while drafts are few.
     double drafted = 0.0;
     const int32_t k = best(limit, per_token, doubt(n_explored_), &drafted, 1);
@@ -243,10 +304,8 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     }
     // Not even a draft that is always right would pay: only measure the costs again now and
     // then, with the cheapest draft.
-    double perfect = 0.0;
-    best(limit, per_token, 1.0, &perfect);
-    const bool hopeless = perfect <= plain * (1.0 + kMargin);
-    if (hopeless) {
+    const bool no_hope = hopeless(limit, per_token);
+    if (no_hope) {
         probe_every_ = kProbeMax;
     }
     if (++since_probe_ < probe_every_) {
@@ -254,7 +313,7 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     }
     since_probe_ = 0;
     probing_ = true;
-    if (hopeless) {
+    if (no_hope) {
         return 1;
     }
     probe_every_ = std::min(2 * probe_every_, kProbeMax);
@@ -347,6 +406,9 @@ void Speculator::draft(int32_t limit, const std::vector<llama_token> * given) {
         const double seconds = seconds_since(t0);
         stats_.t_draft_s += seconds;
         tuner_.record_draft(drafter_->last_decodes(), seconds - drafter_->last_catch_up_seconds());
+        if (params_.adaptive) {
+            tuner_.record_hindsight(drafter_->last_hindsight());
+        }
         if (static_cast<int32_t>(draft_.size()) > cap) {
             draft_.resize(static_cast<std::size_t>(cap));
         }

@@ -1154,6 +1154,12 @@ class Drafter:
         """
         Up to n_max tokens likely to follow `tokens` (whose last token the target has not evaluated).
         """
+    @property
+    def last_hindsight(self) -> list[int]:
+        """
+        What the last draft() learnt while catching up: for consecutive generated tokens, 1 where
+        the drafter would have proposed the token that came, 0 where not (empty if nothing).
+        """
 class ModelDrafter(Drafter):
     """
     A draft model with the target's vocabulary: drafts greedily in its own context, kept in
@@ -1227,6 +1233,11 @@ class DraftTuner:
     def record_draft(self, units: typing.SupportsInt | typing.SupportsIndex, seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
         """
         Drafting took `seconds` for `units` (drafted tokens, or 1 lookup call).
+        """
+    def record_hindsight(self, matches: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        """
+        Acceptance learnt in hindsight: for consecutive tokens, whether the drafter would have
+        proposed each (1) or not (0); counted as the drafts it would have made there.
         """
     def record_verify(self, n_tokens: typing.SupportsInt | typing.SupportsIndex, seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
         """

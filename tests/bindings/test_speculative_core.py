@@ -308,3 +308,46 @@ def test_adaptive_keeps_drafts_that_pay(tiny: lb.Model, toks: list[int]) -> None
     assert out == expected
     # Always right, and a batch of 7 costs this tiny model little more than one token: drafting wins.
     assert sum(len(r.tokens) for r in steps[-10:]) > 30
+
+
+def test_catch_up_learns_acceptance_in_hindsight(smollm2: lb.Model, smol_prompt: list[int]) -> None:
+    """In the adaptive mode (max_catch_up > 0) a draft model that catches up over generated
+    tokens reports, for each, whether its greedy choice was the token that came. Reference:
+    its argmax after each prefix, one token per decode in a context of its own."""
+    gen = _plain(smollm2, smol_prompt, 40)
+    assert len(gen) >= 20
+    tokens = smol_prompt + gen
+    for i in (4, 9, 15):  # tokens it would not have proposed
+        tokens[len(smol_prompt) + i] = (tokens[len(smol_prompt) + i] + 7) % smollm2.vocab.n_tokens
+    with _ctx(smollm2) as ref:
+        ref.decode_tokens(smol_prompt, pos0=0)
+        expected = []
+        for j in range(len(smol_prompt), len(tokens)):
+            expected.append(int(np.argmax(ref.logits_ith(-1))) == tokens[j])
+            ref.decode_tokens([tokens[j]], pos0=j)
+    with _ctx(smollm2) as dctx, _ctx(smollm2) as tctx:
+        drafter = lb.ModelDrafter(dctx, smollm2, max_catch_up=64)
+        spec = lb.Speculator(tctx, drafter, n_draft=4)
+        spec.begin(smol_prompt)          # the drafter learns where the prompt ends
+        drafter.draft(smol_prompt, 1)    # evaluates the prompt: nothing in hindsight
+        assert drafter.last_hindsight == []
+        drafter.draft(tokens, 2)         # catches up over the generated tokens
+        seen = drafter.last_hindsight
+    # Row i predicts generated token i + 1 (token 0 was predicted by the prompt's draft).
+    assert len(seen) == len(gen) - 1
+    agree = sum(a == b for a, b in zip(seen, expected[1:]))
+    assert agree >= len(seen) - 1, (seen, expected[1:])  # a near tie may round the other way in a batch
+    assert all(seen[i - 1] == 0 for i in (4, 9, 15))
+    assert sum(seen) >= len(seen) // 2
+
+
+def test_hindsight_moves_the_estimates() -> None:
+    right, wrong = lb.DraftTuner(4), lb.DraftTuner(4)
+    right.record_hindsight([1] * 30)
+    wrong.record_hindsight([0] * 30)
+    assert right.estimates(per_token=True)["expected_tokens"][4] > 4.5
+    assert wrong.estimates(per_token=True)["expected_tokens"][4] < 1.2
+    mixed = lb.DraftTuner(4)
+    mixed.record_hindsight([1, 1, 0] * 10)  # runs of two: position 1 accepted 2/3, 2: 1/2, 3: never
+    e = mixed.estimates(per_token=True)["expected_tokens"]
+    assert 1.55 < e[1] < 1.75 and 0.25 < e[2] - e[1] < 0.4 and e[3] - e[2] < 0.1

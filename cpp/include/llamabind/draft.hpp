@@ -39,6 +39,14 @@ public:
     // cost per drafted token; see last_catch_up_seconds).
     virtual int32_t last_decodes() const { return 0; }
     virtual double last_catch_up_seconds() const { return 0.0; }
+
+    // What the last draft() learnt in hindsight while catching up: for consecutive generated
+    // tokens, whether the drafter would have proposed each one after the tokens before it
+    // (1) or not (0). Empty when it caught up with nothing (or cannot tell).
+    virtual const std::vector<uint8_t> & last_hindsight() const { return no_hindsight_; }
+
+private:
+    std::vector<uint8_t> no_hindsight_;
 };
 
 // Throws InvalidArgument unless a draft model can propose tokens for `target`: the checks of
@@ -71,6 +79,9 @@ public:
     bool cost_per_token() const override { return true; }
     int32_t last_decodes() const override { return last_decodes_; }
     double last_catch_up_seconds() const override { return last_catch_up_s_; }
+    // When max_catch_up > 0 (the adaptive mode), a catch-up over generated tokens compares
+    // the draft model's greedy choice at each of them with the token that came.
+    const std::vector<uint8_t> & last_hindsight() const override { return hindsight_; }
 
     const std::shared_ptr<Context> & context() const noexcept { return ctx_; }
     // The tokens the draft context holds in sequence 0.
@@ -91,6 +102,7 @@ private:
     std::size_t begin_len_ = 0;      // tokens given to begin()
     int32_t last_decodes_ = 0;
     double last_catch_up_s_ = 0.0;
+    std::vector<uint8_t> hindsight_;
 };
 
 // Prompt lookup: finds the latest earlier occurrence of the sequence's last n tokens (n from

@@ -59,13 +59,15 @@ struct SpeculativeStats {
 // target emits E(k) = 1 + a1 + a1*a2 + ... + a1*...*ak tokens on average (ai: the chance that
 // drafted token i is accepted once the ones before it were) and takes D(k) + V(k + 1) seconds
 // (D: drafting; V(n): one target decode of n tokens). Both are measured as generation goes:
-// V(n) per batch size (interpolated in between), D per drafted token (a draft model) or per
-// call (a lookup), the acceptance per position with exponential forgetting. The length with
-// the highest E(k) / (D(k) + V(k + 1)) wins, 0 (plain decoding) unless a draft beats it by a
-// margin; while few drafts have been verified, acceptance is assumed somewhat likelier than
-// measured (the doubt fades with each draft). While plain decoding wins, a short draft is tried now and then (less and less often
-// while it keeps losing, never if even perfect acceptance could not pay) so that a change of
-// text (a stretch the draft predicts well) is noticed.
+// V(n) as a line fitted through the batch sizes measured, D per drafted token (a draft model)
+// or per call (a lookup), the acceptance per position with exponential forgetting. The length
+// with the highest E(k) / (D(k) + V(k + 1)) wins, 0 (plain decoding) unless a draft beats it by
+// a margin. A draft model starts with a short draft and a plain step; while few drafts have
+// been verified, acceptance is assumed somewhat likelier than measured (the doubt fades with
+// each draft). While plain decoding wins, a draft is tried now and then (less and less often
+// while it keeps losing; every kProbeMax steps only, to measure the costs again, if even perfect
+// acceptance could not pay) so that a change of text (a stretch the draft predicts well) is
+// noticed; a try accepted in full brings the doubt back.
 class DraftTuner {
 public:
     explicit DraftTuner(int32_t n_max);
@@ -84,6 +86,9 @@ public:
     void record_verify(int32_t n_tokens, double seconds);
     void record_draft(int32_t units, double seconds);
     void record_acceptance(int32_t n_tested, int32_t n_accepted);
+    // Acceptance learnt in hindsight (Drafter::last_hindsight: whether the drafter would have
+    // proposed each of consecutive tokens): the drafts it would have made there, as counts.
+    void record_hindsight(const std::vector<uint8_t> & matches);
 
     // Estimates: seconds of a target decode of n tokens, of drafting k tokens, the expected
     // tokens emitted by a step with draft length k, and its tokens per second.
@@ -95,6 +100,8 @@ public:
 private:
     int32_t best(int32_t limit, bool per_token, double optimism, double * rate_out, int32_t from = 0) const;
     double acceptance(int32_t position) const;
+    bool hopeless(int32_t limit, bool per_token) const;
+    void count_acceptance(int32_t n_tested, int32_t n_accepted);
 
     int32_t n_max_;
     std::vector<double> verify_s_;    // EWMA of decode seconds by batch size (index n)
