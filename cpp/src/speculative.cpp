@@ -49,6 +49,11 @@ constexpr int32_t kDoubtDrafts = 16;
 // Drafts verified before plain decoding may win (unless no draft could pay): the first ones
 // can all be unlucky, a truncated one (a call's last token) included.
 constexpr int32_t kExploreDrafts = 4;
+// A lookup's draft is made already and costs nothing: only verifying it does, and a token
+// verified in vain costs a fraction of one decoded alone. Its acceptance keeps this much
+// benefit of the doubt (a lookup that copies a stretch is right for long runs, and one miss
+// before such a run says little).
+constexpr double kLookupDoubt = 0.15;
 
 double doubt(int32_t n_drafts) {
     if (n_drafts >= kDoubtDrafts) {
@@ -295,7 +300,8 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     }
     // The draft length that pays best, with the benefit of the doubt while drafts are few.
     double drafted = 0.0;
-    const int32_t k = best(limit, per_token, doubt(n_explored_), &drafted, 1);
+    const double hope = per_token ? doubt(n_explored_) : std::max(doubt(n_explored_), kLookupDoubt);
+    const int32_t k = best(limit, per_token, hope, &drafted, 1);
     const double plain = rate(0, per_token);
     if (drafted > plain * (1.0 + kMargin)) {
         since_probe_ = 0;
