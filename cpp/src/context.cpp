@@ -398,12 +398,6 @@ void Context::run_locked(const Batch & batch, bool encode, const std::atomic<boo
         throw;
     }
     stop_.store(nullptr, std::memory_order_relaxed);
-    if (rc == 0 && rpc_) {
-        // Over RPC, llama_decode returns before the workers have computed; a loop that queues
-        // decode after decode without waiting ran at half the speed of one that waits (as
-        // llama-bench does), and a worker's failure is better raised here than at a later read.
-        detail::rpc_guarded(rpc_, where, [&] { llama_synchronize(ctx); });
-    }
     if (rc == 0) {
         n_outputs_ = n_out;
         output_capacity_bytes_ = std::max(output_capacity_bytes_, needed);
