@@ -54,6 +54,9 @@ constexpr int32_t kExploreDrafts = 4;
 // benefit of the doubt (a lookup that copies a stretch is right for long runs, and one miss
 // before such a run says little).
 constexpr double kLookupDoubt = 0.15;
+// ... as long as its first drafted token is accepted this often (a lookup that is never right
+// gets no doubt: verifying its drafts would cost something for nothing).
+constexpr double kLookupHopeful = 0.3;
 
 double doubt(int32_t n_drafts) {
     if (n_drafts >= kDoubtDrafts) {
@@ -300,7 +303,8 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     }
     // The draft length that pays best, with the benefit of the doubt while drafts are few.
     double drafted = 0.0;
-    const double hope = per_token ? doubt(n_explored_) : std::max(doubt(n_explored_), kLookupDoubt);
+    const double hope = per_token || acceptance(1) < kLookupHopeful ? doubt(n_explored_)
+                                                                     : std::max(doubt(n_explored_), kLookupDoubt);
     const int32_t k = best(limit, per_token, hope, &drafted, 1);
     const double plain = rate(0, per_token);
     if (drafted > plain * (1.0 + kMargin)) {

@@ -491,8 +491,8 @@ def cmd_rpc_server(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
-    threading.Thread(target=serve, name="llamabind-rpc-server", daemon=True).start()
     try:
+        threading.Thread(target=serve, name="llamabind-rpc-server", daemon=True).start()
         while not done.wait(0.25):
             pass
     except KeyboardInterrupt:
