@@ -63,14 +63,20 @@ class Worker:
         return self.proc.returncode
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(command: list[str], log: Path, port: int | None = None, timeout: float = 120.0,
           host: str = "127.0.0.1") -> Worker:
     """Starts `command --host HOST --port PORT` and waits until it answers the handshake on
     127.0.0.1 (HOST is loopback or every interface)."""
     port = port or free_port()
     with open(log, "wb") as out:
+        # A shell without job control starts background commands with SIGINT ignored, and the
+        # worker would inherit that: give it the default, as a terminal would.
         proc = subprocess.Popen([*command, "--host", host, "--port", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
     worker = Worker(proc, port, log)
     deadline = time.monotonic() + timeout
     while True:
