@@ -208,9 +208,8 @@ double DraftTuner::verify_cost(int32_t n) const {
         return v1 * n;
     }
     double slope = 0.0;
-    double at = 0.0;  // the line's value at x = mean size
     const double mean = sx / sw;
-    at = sy / sw;
+    const double at = sy / sw;  // the line's value at x = mean size
     if (sizes >= 2) {
         slope = std::max(0.0, (sxy - sx * sy / sw) / (sxx - sx * sx / sw));
     } else if (verify_n_[1] > 0) {
@@ -296,7 +295,8 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     if (verify_n_[1] == 0) {
         return 0;  // then what plain decoding costs
     }
-    if (n_explored_ < kExploreDrafts && !hopeless(limit, per_token)) {
+    const bool no_hope = hopeless(limit, per_token);
+    if (n_explored_ < kExploreDrafts && !no_hope) {
         // Still exploring: the length that would pay best if the text were easier than it
         // looks so far (a draft of one token says nothing about the positions after it).
         return best(limit, per_token, kProbeOptimism, nullptr, 1);
@@ -314,7 +314,6 @@ int32_t DraftTuner::choose(int32_t limit, bool per_token) {
     }
     // Not even a draft that is always right would pay: only measure the costs again now and
     // then, with the cheapest draft.
-    const bool no_hope = hopeless(limit, per_token);
     if (no_hope) {
         probe_every_ = kProbeMax;
     }
